@@ -1,0 +1,37 @@
+"""The one place that registers mmmv's modules into OpenMMLab registries.
+
+The model code depends on torch, timm and mmengine only; mmdet and mmseg appear here. Each
+downstream library that is installed gets the backbone under its own name and under the alias
+``MM_mamba_vision`` used by NVIDIA's released configs.
+"""
+import importlib
+
+from mmengine.registry import OPTIM_WRAPPERS
+
+from .models import MambaVision
+from .runtime import CPUAutocastOptimWrapper
+
+BACKBONE_NAMES = ('MambaVision', 'MM_mamba_vision')
+DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
+
+
+def downstream_model_registries():
+    """MODELS of every installed downstream library (mmdet, mmseg)."""
+    registries = []
+    for module_name in DOWNSTREAM_REGISTRIES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name.split('.')[0]:
+                raise
+            continue
+        registries.append(module.MODELS)
+    return registries
+
+
+def register_all_modules():
+    """Register the backbone (both names) and the CPU autocast optimizer wrapper."""
+    for registry in downstream_model_registries():
+        for name in BACKBONE_NAMES:
+            registry.register_module(name=name, module=MambaVision, force=True)
+    OPTIM_WRAPPERS.register_module(module=CPUAutocastOptimWrapper, force=True)

@@ -1,0 +1,152 @@
+"""Run the same configs on one GPU, many GPUs or a CPU-only machine.
+
+Without CUDA, :func:`adapt_to_device` makes three changes to a config, each logged:
+
+- distributed runs use the ``gloo`` backend (NCCL needs GPUs);
+- ``SyncBN`` layers become ``BN`` (PyTorch's SyncBatchNorm runs on GPUs only); in a multi-process
+  CPU run each process then normalises over its own batch;
+- ``AmpOptimWrapper`` (fp16 + loss scaling, CUDA only in mmengine) becomes
+  :class:`CPUAutocastOptimWrapper`: bfloat16 autocast, which needs no loss scaling.
+"""
+import os.path as osp
+from contextlib import contextmanager
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import MMLogger
+from mmengine.optim import OptimWrapper
+
+TASKS = ('mmdet', 'mmseg')
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+
+
+class CPUAutocastOptimWrapper(OptimWrapper):
+    """OptimWrapper that runs the forward pass under CPU autocast (bfloat16 by default).
+
+    Accepts and ignores ``loss_scale`` so that an ``AmpOptimWrapper`` config converts in place.
+    """
+
+    def __init__(self, *args, dtype='bfloat16', loss_scale=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
+            yield
+
+
+def task_of(cfg: Config) -> str:
+    """'mmdet' or 'mmseg', from the config's ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
+        raise ValueError(f"config default_scope must be one of {TASKS} to choose the task, "
+                         f"got {scope!r}")
+    return scope
+
+
+def _replace_sync_bn(node) -> int:
+    """Turn every ``norm_cfg`` of a SyncBN type into BN in place; returns how many changed."""
+    changed = 0
+    if isinstance(node, dict):
+        if node.get('type') in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            changed += 1
+        for value in node.values():
+            changed += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            changed += _replace_sync_bn(value)
+    return changed
+
+
+def adapt_to_device(cfg: Config, cuda_available=None) -> Config:
+    """Make a GPU config runnable on this machine (no-op when CUDA is available)."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return cfg
+    logger = MMLogger.get_current_instance()
+    if cfg.get('env_cfg', {}).get('dist_cfg') is not None:
+        cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if _replace_sync_bn(cfg.model):
+        logger.info('No CUDA: SyncBN layers of the model run as BN.')
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None and optim_wrapper.get('type') == 'AmpOptimWrapper':
+        optim_wrapper.type = 'CPUAutocastOptimWrapper'
+        optim_wrapper.pop('dtype', None)
+        logger.info('No CUDA: mixed precision runs as bfloat16 CPU autocast.')
+    return cfg
+
+
+def enable_amp(cfg: Config):
+    """The ``--amp`` flag: fp16 with dynamic loss scaling (bf16 autocast on CPU)."""
+    if cfg.optim_wrapper.get('type', 'OptimWrapper') not in ('AmpOptimWrapper',
+                                                             'CPUAutocastOptimWrapper'):
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def enable_visualization(cfg: Config, show_dir=None, show=False, wait_time=2.0):
+    """The ``--show`` / ``--show-dir`` flags, as mmdet's and mmseg's test tools set them."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError("--show/--show-dir need a 'visualization' entry in default_hooks")
+    hook.draw = True
+    if show:
+        hook.show = True
+        hook.wait_time = wait_time
+    if show_dir:
+        if task_of(cfg) == 'mmdet':
+            hook.test_out_dir = show_dir
+        else:
+            cfg.visualizer.save_dir = show_dir
+
+
+def enable_result_dump(cfg: Config, out: str):
+    """The ``--out`` flag: mmdet dumps predictions to a pickle, mmseg writes prediction PNGs."""
+    if task_of(cfg) == 'mmdet':
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must end with .pkl or .pickle for detection, got {out!r}')
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [
+            cfg.test_evaluator]
+        cfg.test_evaluator = [*evaluators, ConfigDict(type='DumpDetResults', out_file_path=out)]
+    else:
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
+
+def enable_tta(cfg: Config):
+    """The ``--tta`` flag: wrap the model in the config's ``tta_model`` with its ``tta_pipeline``."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise ValueError('--tta needs tta_model and tta_pipeline in the config')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def build_runner(cfg: Config):
+    """The Runner the config asks for (``runner_type``) or mmengine's default."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> Config:
+    """Read a config and apply the command-line settings every tool shares.
+
+    The work dir is, by priority, ``work_dir``, the config's own ``work_dir``, then
+    ``./work_dirs/<config name>``, as in mmdet's and mmseg's tools.
+    """
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    task_of(cfg)
+    return adapt_to_device(cfg)

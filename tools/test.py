@@ -1,0 +1,72 @@
+"""Evaluate a checkpoint: COCO bbox / segm mAP or ADE20K mIoU (mmdet's / mmseg's flags).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR] [--tta]
+
+Prints the metrics table and writes them to ``<work-dir>/metrics.json``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+from mmengine.config import DictAction
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a MambaVision model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics.json')
+    parser.add_argument('--out', help='detection: dump predictions to this .pkl; '
+                        'segmentation: write prediction PNGs into this dir')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument('--show-dir', help='save drawn predictions into this dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle the checkpoint fully (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def format_metrics(metrics):
+    width = max((len(k) for k in metrics), default=0)
+    return '\n'.join(f'{k:<{width}}  {v:.4f}' if isinstance(v, float) else f'{k:<{width}}  {v}'
+                     for k, v in metrics.items())
+
+
+def main():
+    args = parse_args()
+    if args.unsafe_load:
+        os.environ['MMMV_UNSAFE_LOAD'] = '1'
+    import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
+    from mmengine.dist import get_rank
+    from mmmv.runtime import (build_runner, enable_result_dump, enable_tta,
+                              enable_visualization, load_config)
+
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+    if args.tta:
+        enable_tta(cfg)
+    if args.out:
+        enable_result_dump(cfg, args.out)
+    metrics = build_runner(cfg).test()
+    if get_rank() == 0:
+        print(format_metrics(metrics))
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        path = osp.join(cfg.work_dir, 'metrics.json')
+        with open(path, 'w') as f:
+            json.dump(metrics, f, indent=2)
+        print(f'metrics written to {path}')
+
+
+if __name__ == '__main__':
+    main()

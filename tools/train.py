@@ -1,0 +1,57 @@
+"""Train a detector or segmentor from a config (mmdet's / mmseg's `tools/train.py` flags).
+
+    python tools/train.py configs/det/cascade_mambavision_t_coco.py [--work-dir DIR] [--amp]
+        [--resume [CHECKPOINT]] [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+"""
+import argparse
+import os
+
+from mmengine.config import DictAction
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a MambaVision detector or segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision (fp16 on CUDA, bf16 autocast on CPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CHECKPOINT, or from the latest one in the work dir')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle checkpoints fully (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.unsafe_load:
+        os.environ['MMMV_UNSAFE_LOAD'] = '1'
+    import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
+    from mmmv.runtime import adapt_to_device, build_runner, enable_amp, load_config
+
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    if args.amp:
+        enable_amp(cfg)
+        adapt_to_device(cfg)
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
