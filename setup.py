@@ -27,7 +27,7 @@ def extension_kwargs():
         return {}
     ext = CppExtension(
         'mmmv.ops._scan_cpu', [SCAN_SOURCE],
-        extra_compile_args=['-O3', '-std=c++20', '-fopenmp'],
+        extra_compile_args=['-O3', '-std=c++20', '-fopenmp', '-fno-trapping-math', '-ffp-contract=fast'],
         extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)})
 

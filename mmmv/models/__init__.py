@@ -1,0 +1,5 @@
+"""MambaVision model code (depends on torch, timm layers and mmengine only)."""
+from .mambavision import ARCH_SETTINGS, MambaVision
+from .mixers import Attention, MambaVisionMixer
+
+__all__ = ['ARCH_SETTINGS', 'Attention', 'MambaVision', 'MambaVisionMixer']

@@ -1,3 +1,3 @@
-from .selective_scan import selective_scan
+from .selective_scan import BACKENDS, scan_backend, selective_scan, selective_scan_ref
 
-__all__ = ['selective_scan']
+__all__ = ['BACKENDS', 'scan_backend', 'selective_scan', 'selective_scan_ref']

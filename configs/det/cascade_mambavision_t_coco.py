@@ -1,0 +1,116 @@
+# Cascade Mask R-CNN + FPN with a MambaVision-T backbone on COCO: the published recipe
+# (box AP 51.1 / mask AP 44.3): 3x schedule (36 epochs), DETR-style multi-scale training with the
+# random-crop branch, 4conv-1fc bbox heads with SyncBN and GIoU loss on decoded boxes, AdamW,
+# mixed precision, 16 images per batch (2 per GPU x 8 GPUs).
+#
+# Everything not set here comes from mmdet's own Cascade Mask R-CNN, COCO instance, schedule and
+# runtime configs. small / base (cascade_mambavision_{s,b}_coco.py) inherit this file.
+_base_ = ['mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py']
+
+custom_imports = dict(imports=['mmmv'], allow_failed_imports=False)
+
+# ImageNet-1K MambaVision-T classifier checkpoint (NVIDIA's mambavision_tiny_1k.pth.tar, or the
+# Hugging Face nvidia/MambaVision-T-1K safetensors); set the path to your copy.
+pretrained = 'checkpoints/mambavision_tiny_1k.pth.tar'
+
+head_norm_cfg = dict(type='SyncBN', requires_grad=True)
+num_classes = 80
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MambaVision',
+        arch='tiny',                       # channels 80, 160, 320, 640
+        out_indices=(0, 1, 2, 3),
+        # Stages 2 and 3 split their (zero-padded) maps into windows of this side; at COCO scale
+        # (up to 1333x800) one 112 / 56 window covers the whole stride-16 / stride-32 map.
+        window_size=(8, 8, 112, 56),
+        # The published config lists 0.2 for tiny (small 0.3, base 0.5); NVIDIA's wrapper never
+        # passed it on, so all released detectors were trained with the classifier default 0.2.
+        drop_path_rate=0.2,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[80, 160, 320, 640]),
+    roi_head=dict(
+        bbox_head=[
+            dict(
+                type='Shared4Conv1FCBBoxHead',
+                in_channels=256,
+                conv_out_channels=256,
+                fc_out_channels=1024,
+                roi_feat_size=7,
+                num_classes=num_classes,
+                bbox_coder=dict(
+                    type='DeltaXYWHBBoxCoder',
+                    target_means=[0., 0., 0., 0.],
+                    target_stds=stds),
+                # class-specific regression, as in the Swin / MambaVision 4conv1fc GIoU recipe
+                reg_class_agnostic=False,
+                reg_decoded_bbox=True,
+                norm_cfg=head_norm_cfg,
+                loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+                loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+            for stds in ([0.1, 0.1, 0.2, 0.2],
+                         [0.05, 0.05, 0.1, 0.1],
+                         [0.033, 0.033, 0.067, 0.067])
+        ],
+        mask_head=dict(num_classes=num_classes)))
+
+# Augmentation from DETR / Sparse R-CNN (as mmdet's mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py):
+# either resize the shorter side to 480..800 (step 32, longer side <= 1333), or resize to
+# 400/500/600, crop 384..600 and then resize to 480..800.
+ms_scales = [(s, 1333) for s in range(480, 801, 32)]
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [dict(type='RandomChoiceResize', scales=ms_scales, keep_ratio=True)],
+            [
+                dict(type='RandomChoiceResize',
+                     scales=[(400, 1333), (500, 1333), (600, 1333)],
+                     keep_ratio=True),
+                dict(type='RandomCrop',
+                     crop_type='absolute_range',
+                     crop_size=(384, 600),
+                     allow_negative_crop=True),
+                dict(type='RandomChoiceResize', scales=ms_scales, keep_ratio=True),
+            ],
+        ]),
+    dict(type='PackDetInputs'),
+]
+# 2 images per GPU x 8 GPUs = 16 per batch
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
+
+# 3x schedule: 36 epochs, lr x0.1 after epochs 27 and 33, linear warm-up over 1000 iterations
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
+         gamma=0.1),
+]
+
+# AdamW, mixed precision (AmpOptimWrapper needs CUDA; mmmv's tools turn it into bf16 CPU autocast
+# on a machine without CUDA, and the demo configs use a plain OptimWrapper).
+# No weight decay on normalisation layers: every norm layer by type (norm_decay_mult) and every
+# parameter whose name contains 'norm' (the backbone's norm1/norm2/outnorm{i}), as published.
+# We also exempt the selective-scan parameters A_log and D, following Mamba's own
+# `_no_weight_decay` convention (decay would pull A towards -1 and D towards 0); the published
+# MambaVision configs decayed them. Delete those two keys to match the published setting exactly.
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    optimizer=dict(
+        _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={
+            'norm': dict(decay_mult=0.),
+            'mixer.A_log': dict(decay_mult=0.),
+            'mixer.D': dict(decay_mult=0.),
+        }))
+
+# The lr above is for 16 images per batch; `tools/train.py --auto-scale-lr` (enable=True) scales
+# it linearly to other batch sizes.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,113 @@
+"""Token mixers of MambaVision's hybrid stages.
+
+Both mixers map a batch of token sequences (N, L, C) to (N, L, C); in the backbone N counts windows
+and L = window height * window width.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmmv.ops import selective_scan
+
+
+class MambaVisionMixer(nn.Module):
+    """MambaVision's Mamba mixer: a non-causal selective scan on one half of the channels.
+
+    ``in_proj`` splits the tokens into x and z (C/2 channels each). Both pass through a depthwise
+    conv (kernel 3, symmetric padding) and SiLU; x then goes through the selective scan, z bypasses
+    it (it is concatenated, not used as a gate), and ``out_proj`` mixes the two halves.
+
+    The published models apply ``dt_proj`` with its bias and pass the same bias again to the scan,
+    so delta = softplus(W_dt @ dt + 2 * b_dt). This module computes exactly that, adding
+    2 * b_dt once inside the scan instead of adding b_dt twice.
+
+    Args:
+        dim (int): Channels C (even).
+        d_state (int): SSM state size n. Defaults to 8.
+        d_conv (int): Kernel size of the depthwise convs (odd). Defaults to 3.
+        dt_rank (int, optional): Rank of the delta projection. Defaults to ceil(C / 16).
+        dt_min (float): Lower bound of the initial step size. Defaults to 1e-3.
+        dt_max (float): Upper bound of the initial step size. Defaults to 0.1.
+        dt_init_floor (float): Smallest initial step size. Defaults to 1e-4.
+    """
+
+    def __init__(self, dim, d_state=8, d_conv=3, dt_rank=None, dt_min=1e-3, dt_max=0.1,
+                 dt_init_floor=1e-4):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f'MambaVisionMixer needs an even number of channels, got {dim}')
+        inner = dim // 2
+        self.d_state = d_state
+        self.dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
+        self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+
+        self.in_proj = nn.Linear(dim, dim, bias=False)
+        self.conv1d_x = nn.Conv1d(inner, inner, d_conv, padding=d_conv // 2, groups=inner,
+                                  bias=False)
+        self.conv1d_z = nn.Conv1d(inner, inner, d_conv, padding=d_conv // 2, groups=inner,
+                                  bias=False)
+        self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(inner, d_state))
+        self.D = nn.Parameter(torch.empty(inner))
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """Mamba's initialisation of the SSM parameters (the plain Linears are left alone).
+
+        dt_proj.weight ~ U(-dt_rank^-0.5, dt_rank^-0.5); dt_proj.bias = softplus^-1(dt) with dt
+        log-uniform in [dt_min, dt_max] (at least dt_init_floor); A_log[d] = log(1..n); D = 1.
+        """
+        bound = self.dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+        log_dt = torch.rand(self.dt_proj.out_features) * (
+            math.log(self.dt_max) - math.log(self.dt_min)) + math.log(self.dt_min)
+        dt = log_dt.exp().clamp(min=self.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        states = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+        self.A_log.copy_(states.log().expand_as(self.A_log))
+        self.D.fill_(1.0)
+
+    def forward(self, x):
+        """(N, L, C) -> (N, L, C)."""
+        x, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (N, C/2, L) each
+        x = F.silu(self.conv1d_x(x))
+        z = F.silu(self.conv1d_z(z))
+        # x_proj and dt_proj applied channels-first (weight @ x): the same Linears, no transposes.
+        x_dbl = torch.matmul(self.x_proj.weight, x)  # (N, dt_rank + 2n, L)
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = torch.matmul(self.dt_proj.weight, dt)  # (N, C/2, L), bias added in the scan
+        y = selective_scan(
+            x, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(),
+            delta_bias=2 * self.dt_proj.bias.float(), delta_softplus=True)
+        return self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over each token sequence (no masking, no position bias).
+
+    Args:
+        dim (int): Channels C.
+        num_heads (int): Number of heads; must divide C.
+    """
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'num_heads={num_heads} does not divide the {dim} channels')
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        """(N, L, C) -> (N, L, C)."""
+        n, length, c = x.shape
+        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, L, C / heads) each
+        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        return self.proj(x.transpose(1, 2).reshape(n, length, c))

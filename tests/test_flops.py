@@ -1,0 +1,258 @@
+"""FLOP and parameter counting (mmmv/flops.py, tools/get_flops.py) against hand counts.
+
+Every expected number here is written from the architecture (SPEC sections 2-4) in MACs, not by
+calling the counter's handles: convs and linears Cout * Cin/groups * k^2 * outputs, eval
+BatchNorm 2 and LayerNorm 5 per element (mmengine's conventions), the selective scan
+4n + 2 per (batch, channel, token), attention 2 * tokens * L * C per window.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmmv.flops import flop_analyzer, model_complexity, uncounted_ops
+from mmmv.models import MambaVision
+from mmmv.ops import scan_backend, selective_scan, selective_scan_ref
+from mmmv.runtime import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DET_DEMO = ROOT / 'configs/det/demo_cascade_mambavision_t.py'
+SEG_DEMO = ROOT / 'configs/seg/demo_upernet_mambavision_t.py'
+TINY_ARCH = dict(dim=8, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def hand_count(batch, height, width, dim, in_dim, depths, num_heads, window_size, d_state=8,
+               mlp_ratio=4):
+    """(total, scan, attention) MACs of MambaVision(arch) on (batch, 3, height, width).
+
+    window_size: per stage an int ws (ws x ws windows) or a (wh, ww) pair.
+    """
+
+    def conv(cin, cout, k, h_out, w_out):
+        return batch * cout * cin * k * k * h_out * w_out
+
+    h, w = math.ceil(height / 2), math.ceil(width / 2)
+    total = conv(3, in_dim, 3, h, w) + 2 * batch * in_dim * h * w  # stem conv + BN
+    h, w = math.ceil(h / 2), math.ceil(w / 2)
+    total += conv(in_dim, dim, 3, h, w) + 2 * batch * dim * h * w
+    scan = attention = 0
+    for i in range(4):
+        c = dim * 2**i
+        if i < 2:  # ConvBlocks: two 3x3 convs, two BNs
+            total += depths[i] * 2 * (conv(c, c, 3, h, w) + 2 * batch * c * h * w)
+        else:  # windows of wh x ww tokens over the zero-padded map
+            wh, ww = window_size[i] if isinstance(window_size[i], tuple) else (window_size[i], ) * 2
+            length = wh * ww
+            tokens = batch * math.ceil(h / wh) * wh * math.ceil(w / ww) * ww
+            inner, dt_rank = c // 2, math.ceil(c / 16)
+            for j in range(depths[i]):
+                total += 2 * 5 * tokens * c  # norm1, norm2
+                total += 2 * tokens * c * int(mlp_ratio * c)  # mlp fc1, fc2
+                if j < math.ceil(depths[i] / 2):  # Mamba mixer
+                    s = tokens * inner * (4 * d_state + 2)  # scan and D * u
+                    scan += s
+                    total += tokens * c * c * 2  # in_proj, out_proj
+                    total += 2 * tokens * inner * 3  # depthwise conv1d_x, conv1d_z
+                    total += tokens * inner * (dt_rank + 2 * d_state)  # x_proj
+                    total += tokens * dt_rank * inner  # dt_proj
+                    total += s
+                else:  # attention: qkv, proj, q @ k^T and attn @ v in every window
+                    a = 2 * tokens * length * c
+                    attention += a
+                    total += tokens * c * 3 * c + tokens * c * c + a
+        total += 5 * batch * c * h * w  # outnorm{i}
+        if i < 3:
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+            total += conv(c, 2 * c, 3, h, w)  # downsample
+    return total, scan, attention
+
+
+@pytest.mark.parametrize('backend', ['cpp', 'torch'])
+def test_backbone_flops_equal_hand_count(backend, monkeypatch):
+    # 64x96 with windows (4, 2): stage 2 (4x6) pads to two 4x4 windows, stage 3 (2x3) to two
+    # 2x2 windows, per image; batch 2 gives 4 windows per stage (the windows are the batch of
+    # x_proj's matmul, which mmengine's own matmul handle forgets).
+    if backend == 'cpp' and scan_backend(backend='auto') != 'cpp':
+        pytest.skip('C++ scan extension not built')
+    monkeypatch.setenv('MMMV_SCAN_BACKEND', backend)
+    windows = (8, 8, 4, 2)
+    model = MambaVision(TINY_ARCH, window_size=windows).eval()
+    analyzer = flop_analyzer(model, torch.randn(2, 3, 64, 96))
+    total, scan, attention = hand_count(2, 64, 96, **TINY_ARCH, window_size=windows)
+    by_op = analyzer.by_operator()
+    assert by_op['selective_scan'] + by_op['addcmul'] == scan
+    assert by_op['scaled_dot_product_attention'] == attention
+    assert analyzer.total() == total
+    # nothing with multiply-accumulates is left uncounted
+    assert not uncounted_ops(analyzer)[1]
+
+
+def test_backbone_flops_padded_windows():
+    # Default classification windows (14, 7) on 64x64: stage 2 pads 4x4 to 14x14, stage 3 2x2 to
+    # 7x7; the padded tokens are computed, so they are counted.
+    model = MambaVision(TINY_ARCH).eval()
+    total, _, attention = hand_count(1, 64, 64, **TINY_ARCH, window_size=(8, 8, 14, 7))
+    analyzer = flop_analyzer(model, torch.randn(1, 3, 64, 64))
+    assert analyzer.by_operator()['scaled_dot_product_attention'] == attention
+    assert analyzer.total() == total
+
+
+def test_counts_without_extra_handles_skip_scan_and_attention():
+    model = MambaVision(TINY_ARCH, window_size=(8, 8, 4, 2)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    full = flop_analyzer(model, x).total()
+    plain = flop_analyzer(model, x, extra_handles=False)
+    _, scan, attention = hand_count(2, 64, 96, **TINY_ARCH, window_size=(8, 8, 4, 2))
+    # mmengine alone also undercounts x_proj / dt_proj (batched matmul): 4 windows -> counts 1
+    x_proj = dt_proj = 0
+    for c, depth, ws in ((32, 2, 4), (64, 1, 2)):
+        tokens_per_window = ws * ws
+        inner, rank = c // 2, math.ceil(c / 16)
+        per_window = tokens_per_window * inner * (2 * rank + 16)
+        x_proj += math.ceil(depth / 2) * per_window * 3  # 4 windows counted as 1
+    assert full - plain.total() == scan + attention + x_proj + dt_proj
+    assert 'prim::PythonOp.CppScan' in plain.unsupported_ops() or \
+        'prim::PythonOp.TorchScan' in plain.unsupported_ops()
+
+
+class ScanModule(nn.Module):
+
+    def __init__(self, backend, with_D):
+        super().__init__()
+        self.backend, self.with_D = backend, with_D
+
+    def forward(self, u, delta, A, B, C, D):
+        return selective_scan(u, delta, A, B, C, D if self.with_D else None, delta_bias=D,
+                              delta_softplus=True, backend=self.backend)
+
+
+def scan_inputs(b=2, d=6, l=5, n=3):
+    return (torch.randn(b, d, l), torch.randn(b, d, l), -torch.rand(d, n), torch.randn(b, n, l),
+            torch.randn(b, n, l), torch.randn(d))
+
+
+@pytest.mark.parametrize('backend', ['cpp', 'torch'])
+@pytest.mark.parametrize('with_D', [True, False])
+def test_scan_handle(backend, with_D):
+    if backend == 'cpp' and scan_backend(backend='auto') != 'cpp':
+        pytest.skip('C++ scan extension not built')
+    b, d, l, n = 2, 6, 5, 3
+    analyzer = flop_analyzer(ScanModule(backend, with_D), scan_inputs(b, d, l, n))
+    # per (b, d, l): n x (delta*A, (delta*u)*B, h update, y += C*h) + delta*u, and D*u
+    expected = b * d * l * (4 * n + 1)
+    skip = b * d * l if with_D else 0
+    by_op = analyzer.by_operator()
+    assert by_op['selective_scan'] == expected
+    assert by_op['addcmul'] == skip
+    assert analyzer.total() == expected + skip
+
+
+class SelectiveScanFn(torch.autograd.Function):
+    """Stand-in with mamba-ssm's name and signature (its CUDA kernel is not needed to trace)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                return_last_state=False):
+        y = selective_scan_ref(u, delta, A, B, C, D, delta_bias, delta_softplus)
+        return y if z is None else y * F.silu(z)
+
+
+@pytest.mark.parametrize('with_D, with_z', [(True, False), (False, False), (True, True)])
+def test_mamba_ssm_scan_handle(with_D, with_z):
+    b, d, l, n = 1, 4, 7, 2
+    u, delta, A, B, C, D = scan_inputs(b, d, l, n)
+
+    class Module(nn.Module):
+
+        def forward(self, u, delta, A, B, C, D):
+            return SelectiveScanFn.apply(u, delta, A, B, C, D if with_D else None,
+                                         u if with_z else None, D, True)
+
+    analyzer = flop_analyzer(Module(), (u, delta, A, B, C, D))
+    assert analyzer.total() == b * d * l * (4 * n + 1 + with_D + with_z)
+
+
+class AttentionModule(nn.Module):
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_attention_handle():
+    # q (2, 3 heads, 5 queries, 4), k (.., 7 keys, 4), v (.., 7, 6): q@k^T 2*3*5*7*4, attn@v *6
+    q, k, v = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 6)
+    analyzer = flop_analyzer(AttentionModule(), (q, k, v))
+    assert analyzer.total() == 2 * 3 * 5 * 7 * 4 + 2 * 3 * 5 * 7 * 6
+    # self-attention as in the mixer: 2 * B * heads * L * L * head_dim
+    x = torch.randn(4, 2, 9, 8)
+    assert flop_analyzer(AttentionModule(), (x, x, x)).total() == 2 * 4 * 2 * 9 * 9 * 8
+
+
+def test_matmul_handle_broadcasts():
+
+    class Module(nn.Module):
+
+        def forward(self, w, x):
+            return torch.matmul(w, x)
+
+    analyzer = flop_analyzer(Module(), (torch.randn(5, 3), torch.randn(4, 3, 7)))
+    assert analyzer.total() == 4 * 5 * 3 * 7
+
+
+def test_segmentor_params_and_flops(tmp_path):
+    cfg = load_config(str(SEG_DEMO), work_dir=str(tmp_path))
+    result = model_complexity(cfg, (64, 96))
+    model = result['model']
+    assert result['params'] == sum(p.numel() for p in model.parameters())
+    aux = sum(p.numel() for p in model.auxiliary_head.parameters())
+    assert result['params_inference'] == result['params'] - aux > 0
+    assert result['input_shape'] == (3, 64, 96)
+    assert model.backbone.levels[2].fit_window
+    analyzer = result['analyzer']
+    tiny = dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16))
+    by_module = analyzer.by_module()
+    # fit_window: the stage-2 (4x6) and stage-3 (2x3) maps are single unpadded windows
+    expected, _, _ = hand_count(1, 64, 96, **tiny, window_size=(8, 8, (4, 6), (2, 3)))
+    assert by_module['backbone'] == expected
+    assert not uncounted_ops(analyzer)[1]
+
+
+def test_detector_params_and_proposals(tmp_path):
+    # 5 proposals keep the three box and mask heads cheap
+    cfg = load_config(str(DET_DEMO), dict(model=dict(test_cfg=dict(rpn=dict(max_per_img=5)))),
+                      work_dir=str(tmp_path))
+    result = model_complexity(cfg, (64, 64))
+    model = result['model']
+    assert result['params'] == sum(p.numel() for p in model.parameters())
+    assert result['params_inference'] == result['params']
+    assert 0 < result['num_proposals'] <= 5
+    assert result['flops'] > result['analyzer'].total('backbone') > 0
+
+
+def test_cli_prints_flops_and_params(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    out = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/get_flops.py'), str(SEG_DEMO), '--shape', '64', '64',
+         '--cfg-options', 'model.decode_head.channels=16'],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert 'Input shape: (3, 64, 64)' in lines
+    flops = [line for line in lines if line.startswith('Flops: ')]
+    params = [line for line in lines if line.startswith('Params: ')]
+    assert len(flops) == 1 and flops[0][-1] in 'KMG'
+    assert len(params) == 1 and params[0][-1] in 'KM'

@@ -1,0 +1,55 @@
+"""Parameters and FLOPs of a MambaVision detector or segmentor.
+
+    python tools/get_flops.py CONFIG [--shape H [W]] [--detail] [--cfg-options KEY=VALUE ...]
+
+The task (mmdet or mmseg) comes from the config's default_scope; the default input is 800x1280
+(H x W) for detection and 512x2048 for segmentation. The model is built on the CPU with random
+weights (no checkpoint is loaded) and traced once in ``mode='tensor'`` on one fake image, as
+mmdet's and mmseg's get_flops tools do. FLOPs count multiply-accumulates and include the selective
+scan and attention, which common counters skip; see ``mmmv/flops.py`` for the conventions.
+"""
+import argparse
+import os.path as osp
+import sys
+import tempfile
+
+from mmengine.config import DictAction
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from mmmv.flops import format_result, model_complexity  # noqa: E402
+from mmmv.runtime import load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Parameters and FLOPs of a detector or '
+                                     'segmentor with a MambaVision backbone')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--shape', type=int, nargs='+', metavar='SIZE',
+                        help='input height and width (one value: square); default 800 1280 '
+                        'for detection, 512 2048 for segmentation')
+    parser.add_argument('--detail', action='store_true',
+                        help='also print FLOPs by operator and a per-module breakdown')
+    parser.add_argument('--depth', type=int, default=4,
+                        help='module depth of the --detail breakdown (default 4)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, KEY=VALUE pairs as in tools/train.py')
+    args = parser.parse_args(argv)
+    if args.shape is not None and len(args.shape) not in (1, 2):
+        parser.error('--shape takes H W or a single size')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    shape = None
+    if args.shape is not None:
+        shape = (args.shape[0], args.shape[-1])
+    with tempfile.TemporaryDirectory() as work_dir:
+        cfg = load_config(args.config, args.cfg_options, work_dir=work_dir)
+        result = model_complexity(cfg, shape)
+    print(format_result(result, detail=args.detail, max_depth=args.depth))
+
+
+if __name__ == '__main__':
+    main()
