@@ -1,0 +1,139 @@
+"""Every shipped config loads and builds; user configs can inherit ours."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import mmmv  # noqa: F401
+from mmmv.runtime import adapt_to_device, task_of
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'det', '*.py')) +
+                 glob.glob(osp.join(ROOT, 'configs', 'seg', '*.py')))
+NECK_CHANNELS = {'tiny': [80, 160, 320, 640], 'small': [96, 192, 384, 768],
+                 'base': [128, 256, 512, 1024]}
+
+
+def _build(cfg):
+    cfg.model.backbone.init_cfg = None
+    adapt_to_device(cfg, cuda_available=False)
+    if task_of(cfg) == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+def test_all_configs_found():
+    names = {osp.basename(p) for p in CONFIGS}
+    for size in 'tsb':
+        assert f'cascade_mambavision_{size}_coco.py' in names
+        assert f'upernet_mambavision_{size}_ade20k.py' in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_config_builds_its_model(path):
+    cfg = Config.fromfile(path)
+    assert 'mmmv' in cfg.custom_imports.imports
+    model = _build(cfg)
+    arch = cfg.model.backbone.arch
+    assert list(model.backbone.num_features) == NECK_CHANNELS[arch]
+    neck_in = cfg.model.neck.in_channels if 'neck' in cfg.model else \
+        cfg.model.decode_head.in_channels
+    assert list(neck_in) == NECK_CHANNELS[arch]
+
+
+def _fake_det_batch(model, size):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    samples = []
+    for _ in range(2):
+        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size), scale_factor=(1., 1.),
+                                             batch_input_shape=(size, size)))
+        masks = torch.zeros(2, size, size, dtype=torch.uint8)
+        masks[0, 10:60, 10:60] = 1
+        masks[1, 40:110, 30:90] = 1
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[10., 10., 60., 60.], [30., 40., 90., 110.]]),
+            labels=torch.tensor([0, 1]), masks=BitmapMasks(masks.numpy(), size, size))
+        samples.append(sample)
+    return torch.rand(2, 3, size, size) * 255, samples
+
+
+def _fake_seg_batch(size):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size)))
+        seg = torch.zeros(1, size, size, dtype=torch.long)
+        seg[:, 20:80, 30:100] = 1
+        sample.gt_sem_seg = PixelData(data=seg)
+        samples.append(sample)
+    return torch.rand(2, 3, size, size) * 255, samples
+
+
+@pytest.mark.parametrize('name', ['det/cascade_mambavision_t_coco.py',
+                                  'seg/upernet_mambavision_t_ade20k.py'])
+def test_forward_and_loss_step(name):
+    """One training step of the real recipe (small windows and input to keep it quick)."""
+    torch.manual_seed(0)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg.model.backbone.window_size = (8, 8, 8, 4)
+    model = _build(cfg)
+    model.train()
+    if task_of(cfg) == 'mmdet':
+        inputs, samples = _fake_det_batch(model, 128)
+    else:
+        inputs, samples = _fake_seg_batch(128)
+        model.data_preprocessor.size = (128, 128)
+    data = model.data_preprocessor(dict(inputs=list(inputs), data_samples=samples), True)
+    losses = model(**data, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grad = model.backbone.levels[2].blocks[0].mixer.A_log.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_user_config_with_own_dataset_and_classes(tmp_path):
+    base = osp.join(ROOT, 'configs', 'det', 'cascade_mambavision_t_coco.py')
+    path = _write(tmp_path / 'my_det.py', f"""
+_base_ = ['{base}']
+classes = ('cat', 'dog')
+model = dict(roi_head=dict(
+    bbox_head=[dict(head, num_classes=2) for head in _base_.model.roi_head.bbox_head],
+    mask_head=dict(num_classes=2)))
+data_root = '/datasets/pets/'
+train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                                     ann_file='train.json', data_prefix=dict(img='train/')))
+""")
+    cfg = Config.fromfile(path)
+    assert cfg.train_dataloader.dataset.data_root == '/datasets/pets/'
+    assert cfg.train_dataloader.dataset.metainfo.classes == ('cat', 'dog')
+    assert cfg.model.backbone.type == 'MambaVision'
+    model = _build(cfg)
+    assert all(head.num_classes == 2 for head in model.roi_head.bbox_head)
+    assert model.roi_head.mask_head[0].num_classes == 2
+
+
+def test_user_config_swaps_arch(tmp_path):
+    base = osp.join(ROOT, 'configs', 'det', 'cascade_mambavision_t_coco.py')
+    path = _write(tmp_path / 'my_small.py', f"""
+_base_ = ['{base}']
+model = dict(backbone=dict(arch='small'), neck=dict(in_channels=[96, 192, 384, 768]))
+""")
+    cfg = Config.fromfile(path)
+    model = _build(cfg)
+    assert list(model.backbone.num_features) == NECK_CHANNELS['small']
+    assert len(model.backbone.levels[0].blocks) == 3  # small: depths (3, 3, 7, 5)
