@@ -6,10 +6,10 @@ downstream library that is installed gets the backbone under its own name and un
 """
 import importlib
 
-from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .models import MambaVision
-from .runtime import CPUAutocastOptimWrapper
+from .runtime import CPUAutocastOptimWrapper, CPUDistributedDataParallel
 
 BACKBONE_NAMES = ('MambaVision', 'MM_mamba_vision')
 DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
@@ -30,8 +30,9 @@ def downstream_model_registries():
 
 
 def register_all_modules():
-    """Register the backbone (both names) and the CPU autocast optimizer wrapper."""
+    """Register the backbone (both names) and the CPU optimizer and DDP wrappers."""
     for registry in downstream_model_registries():
         for name in BACKBONE_NAMES:
             registry.register_module(name=name, module=MambaVision, force=True)
     OPTIM_WRAPPERS.register_module(module=CPUAutocastOptimWrapper, force=True)
+    MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)

@@ -1,8 +1,11 @@
 """Run the same configs on one GPU, many GPUs or a CPU-only machine.
 
-Without CUDA, :func:`adapt_to_device` makes three changes to a config, each logged:
+Without CUDA, :func:`adapt_to_device` makes these changes to a config, each logged:
 
-- distributed runs use the ``gloo`` backend (NCCL needs GPUs);
+- distributed runs use the ``gloo`` backend (NCCL needs GPUs), and the model is wrapped by
+  :class:`CPUDistributedDataParallel` (mmengine passes GPU ``device_ids`` that CPU DDP refuses);
+  :func:`build_runner` starts the process group itself, since mmengine's launcher code calls
+  ``torch.cuda.set_device``;
 - ``SyncBN`` layers become ``BN`` (PyTorch's SyncBatchNorm runs on GPUs only); in a multi-process
   CPU run each process then normalises over its own batch;
 - ``AmpOptimWrapper`` (fp16 + loss scaling, CUDA only in mmengine) becomes
@@ -14,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import MMLogger
+from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 
 TASKS = ('mmdet', 'mmseg')
@@ -34,6 +38,14 @@ class CPUAutocastOptimWrapper(OptimWrapper):
     def optim_context(self, model):
         with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
             yield
+
+
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """MMDistributedDataParallel for modules on the CPU: ignores GPU ``device_ids``."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        super().__init__(module=module, device_ids=None if on_cpu else device_ids, **kwargs)
 
 
 def task_of(cfg: Config) -> str:
@@ -69,6 +81,9 @@ def adapt_to_device(cfg: Config, cuda_available=None) -> Config:
     logger = MMLogger.get_current_instance()
     if cfg.get('env_cfg', {}).get('dist_cfg') is not None:
         cfg.env_cfg.dist_cfg.backend = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(type='MMDistributedDataParallel')
+    if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
+        cfg.model_wrapper_cfg = ConfigDict(wrapper, type='CPUDistributedDataParallel')
     if _replace_sync_bn(cfg.model):
         logger.info('No CUDA: SyncBN layers of the model run as BN.')
     optim_wrapper = cfg.get('optim_wrapper')
@@ -88,7 +103,11 @@ def enable_amp(cfg: Config):
 
 
 def enable_visualization(cfg: Config, show_dir=None, show=False, wait_time=2.0):
-    """The ``--show`` / ``--show-dir`` flags, as mmdet's and mmseg's test tools set them."""
+    """The ``--show`` / ``--show-dir`` flags, as mmdet's and mmseg's test tools set them.
+
+    Detection pictures go to ``show_dir/<image name>``; segmentation pictures to
+    ``show_dir/vis_data/vis_image/`` (mmseg's visualizer layout), one per test image.
+    """
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ValueError("--show/--show-dir need a 'visualization' entry in default_hooks")
@@ -100,7 +119,9 @@ def enable_visualization(cfg: Config, show_dir=None, show=False, wait_time=2.0):
         if task_of(cfg) == 'mmdet':
             hook.test_out_dir = show_dir
         else:
+            # mmseg's hook draws every `interval`-th image (50 by default): draw them all
             cfg.visualizer.save_dir = show_dir
+            hook.interval = 1
 
 
 def enable_result_dump(cfg: Config, out: str):
@@ -125,10 +146,28 @@ def enable_tta(cfg: Config):
     cfg.model = cfg.tta_model
 
 
+def init_cpu_distributed(cfg: Config):
+    """Start the gloo process group of a ``torchrun`` launch on a machine without CUDA."""
+    import torch.distributed as dist
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f"launcher={launcher!r} needs CUDA; on a CPU use launcher='pytorch' "
+                         '(torchrun, tools/dist_train.sh)')
+    dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}))
+    dist_cfg.pop('backend', None)
+    if 'timeout' in dist_cfg:
+        from datetime import timedelta
+        dist_cfg['timeout'] = timedelta(seconds=dist_cfg['timeout'])
+    dist.init_process_group(backend='gloo', **dist_cfg)
+
+
 def build_runner(cfg: Config):
     """The Runner the config asks for (``runner_type``) or mmengine's default."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    init_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

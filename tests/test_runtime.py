@@ -90,6 +90,7 @@ def test_show_dir_goes_where_each_task_expects():
     seg = _cfg('mmseg')
     enable_visualization(seg, show_dir='pics')
     assert seg.default_hooks.visualization.draw and seg.visualizer.save_dir == 'pics'
+    assert seg.default_hooks.visualization.interval == 1
 
 
 def test_result_dump():

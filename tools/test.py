@@ -58,7 +58,9 @@ def main():
         enable_tta(cfg)
     if args.out:
         enable_result_dump(cfg, args.out)
-    metrics = build_runner(cfg).test()
+    # mmseg reports numpy scalars: make every metric a plain Python number
+    metrics = {k: v.item() if hasattr(v, 'item') else v
+               for k, v in build_runner(cfg).test().items()}
     if get_rank() == 0:
         print(format_metrics(metrics))
         os.makedirs(cfg.work_dir, exist_ok=True)
