@@ -77,7 +77,7 @@ def runnable_backends(device):
     """Concrete backends that can run tensors on `device`."""
     probe = torch.empty(0, device=device)
     names = []
-    for name in BACKENDS[1:]:
+    for name in (b for b in BACKENDS if b != 'auto'):
         try:
             names.append(scan_backend(probe, name))
         except RuntimeError:

@@ -68,7 +68,7 @@ ELEMENTWISE_OPS = frozenset({
     'aten::abs', 'aten::add', 'aten::add_', 'aten::addcdiv', 'aten::all', 'aten::any',
     'aten::argmax', 'aten::bitwise_and', 'aten::bitwise_or', 'aten::clamp_min', 'aten::clone',
     'aten::cos', 'aten::cumsum', 'aten::div', 'aten::div_', 'aten::erf', 'aten::exp',
-    'aten::expand_as', 'aten::fill_', 'aten::gelu', 'aten::hardtanh', 'aten::index_select',
+    'aten::expand_as', 'aten::feature_dropout', 'aten::fill_', 'aten::gelu', 'aten::hardtanh', 'aten::index_select',
     'aten::le', 'aten::leaky_relu', 'aten::linspace', 'aten::log', 'aten::log_softmax',
     'aten::lt', 'aten::masked_select', 'aten::max_pool2d', 'aten::maximum', 'aten::mean',
     'aten::min', 'aten::minimum', 'aten::mul', 'aten::mul_', 'aten::ne', 'aten::neg',
@@ -235,14 +235,14 @@ def fake_batch(model, task, shape):
 
 
 class _RoICounter:
-    """Forward pre-hook on a two-stage detector's roi_head recording the proposals per image."""
+    """Forward pre-hook on RoI feature extractors recording how many RoIs each call gets."""
 
     def __init__(self):
-        self.counts = None
+        self.counts = []
 
     def __call__(self, module, args):
-        if len(args) > 1:
-            self.counts = [len(r) for r in args[1]]
+        if len(args) > 1 and isinstance(args[1], torch.Tensor):
+            self.counts.append(args[1].shape[0])
 
 
 def model_complexity(cfg, shape=None, extra_handles=True):
@@ -267,8 +267,9 @@ def model_complexity(cfg, shape=None, extra_handles=True):
         inputs, data_samples = fake_batch(model, task, shape)
     rois = _RoICounter()
     hooks = []
-    if getattr(model, 'roi_head', None) is not None:
-        hooks.append(model.roi_head.register_forward_pre_hook(rois))
+    if isinstance(getattr(model, 'roi_head', None), nn.Module):
+        hooks += [m.register_forward_pre_hook(rois)
+                  for name, m in model.roi_head.named_modules() if 'roi_extractor' in name]
     # As mmdet's get_flops: trace model(inputs) with the data samples and mode bound to forward.
     model.forward = functools.partial(model.forward, data_samples=data_samples, mode='tensor')
     analyzer = flop_analyzer(model, (inputs, ), extra_handles)
@@ -289,7 +290,7 @@ def model_complexity(cfg, shape=None, extra_handles=True):
         flops=flops,
         params=params,
         params_inference=params - params_aux,
-        num_proposals=rois.counts[0] if rois.counts else None,
+        num_proposals=max(rois.counts) if rois.counts else None,
         analyzer=analyzer,
         model=model)
 

@@ -1,4 +1,6 @@
 """Selective scan backends against an independent float64 loop; dtypes, backend choice, errors."""
+import functools
+
 import pytest
 import torch
 
@@ -78,16 +80,20 @@ def values_and_grads(fn, inputs, weight, **kwargs):
     return y, dict(zip(leaves, grads))
 
 
-@pytest.mark.parametrize('use_backend', backends(), indirect=True)
-@pytest.mark.parametrize('length', LENGTHS)
-@pytest.mark.parametrize('use_d,use_bias,softplus', OPTIONS)
-def test_matches_float64_loop(use_backend, length, use_d, use_bias, softplus):
-    inputs = select(make_inputs(2, 5, 3, length, softplus, seed=length), use_d, use_bias)
-    weight = randn(2, 5, length, seed=99)
-    y_ref, grads_ref = values_and_grads(loop_scan, inputs, weight, delta_softplus=softplus)
+@functools.lru_cache(maxsize=None)
+def loop_case(b, d, n, length, use_d, use_bias, softplus):
+    """Inputs, output weight, and the float64 loop's output and gradients (shared by backends)."""
+    inputs = select(make_inputs(b, d, n, length, softplus, seed=length), use_d, use_bias)
+    weight = randn(b, d, length, seed=99)
+    return (inputs, weight) + values_and_grads(loop_scan, inputs, weight, delta_softplus=softplus)
+
+
+def check_against_loop(backend, b, d, n, length, use_d=True, use_bias=True, softplus=True):
+    """Assert the backend's float32 output and gradients are within TOL of the float64 loop's."""
+    inputs, weight, y_ref, grads_ref = loop_case(b, d, n, length, use_d, use_bias, softplus)
     inputs32 = {k: v.float() for k, v in inputs.items()}
     y, grads = values_and_grads(selective_scan, inputs32, weight, delta_softplus=softplus,
-                                backend=use_backend)
+                                backend=backend)
     assert y.dtype == torch.float32
     errors = {'y': rel_err(y, y_ref)}
     errors.update({f'grad_{k}': rel_err(grads[k], grads_ref[k]) for k in grads})
@@ -95,15 +101,16 @@ def test_matches_float64_loop(use_backend, length, use_d, use_bias, softplus):
 
 
 @pytest.mark.parametrize('use_backend', backends(), indirect=True)
+@pytest.mark.parametrize('length', LENGTHS)
+@pytest.mark.parametrize('use_d,use_bias,softplus', OPTIONS)
+def test_matches_float64_loop(use_backend, length, use_d, use_bias, softplus):
+    check_against_loop(use_backend, 2, 5, 3, length, use_d, use_bias, softplus)
+
+
+@pytest.mark.parametrize('use_backend', backends(), indirect=True)
 def test_state_size_8_long_sequence(use_backend):
     """The MambaVision state size (n = 8) over a sequence longer than several chunks and tiles."""
-    inputs = make_inputs(1, 4, 8, 700, softplus=True, seed=1)
-    weight = randn(1, 4, 700, seed=99)
-    y_ref, grads_ref = values_and_grads(loop_scan, inputs, weight, delta_softplus=True)
-    y, grads = values_and_grads(selective_scan, {k: v.float() for k, v in inputs.items()}, weight,
-                                delta_softplus=True, backend=use_backend)
-    assert rel_err(y, y_ref) < TOL
-    assert max(rel_err(grads[k], grads_ref[k]) for k in grads) < TOL
+    check_against_loop(use_backend, 1, 4, 8, 700)
 
 
 @pytest.mark.parametrize('use_backend', backends(), indirect=True)
@@ -180,6 +187,7 @@ def torch_core_calls(monkeypatch):
 
 
 def small_inputs():
+    """Float32 inputs with (b, d, n, l) = (1, 2, 2, 5)."""
     return {k: v.float() for k, v in make_inputs(1, 2, 2, 5, softplus=False).items()}
 
 

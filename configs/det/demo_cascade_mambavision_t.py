@@ -2,7 +2,7 @@
 # from scratch on the synthetic shapes data of tools/make_demo_data.py (data/demo/coco: 192x192
 # images, 3 classes). Only what a short CPU run needs differs from the real config: the data,
 # the input size and pipeline, the schedule, no pretrained weights, no mixed precision, BN
-# instead of SyncBN, fewer proposals / sampled RoIs, 3 classes.
+# instead of SyncBN, narrower FPN / heads, fewer proposals / sampled RoIs, 3 classes.
 #
 #   python tools/make_demo_data.py
 #   python tools/train.py configs/det/demo_cascade_mambavision_t.py
@@ -19,6 +19,11 @@ warmup_iters = 50
 
 head_norm_cfg = dict(type='BN', requires_grad=True)
 
+# Narrower FPN and heads (128 channels instead of 256, fc 512 instead of 1024) and fewer sampled
+# RoIs (32 per image and stage instead of 512): the full-width 4conv1fc and mask heads on 1000+
+# RoIs cost ten times the backbone and would dominate a CPU run. The structure (FPN, three
+# 4conv1fc GIoU stages, 4-conv mask head) is unchanged.
+width = 128
 model = dict(
     backbone=dict(
         # Windows cover each whole stage-2/3 map, as the published (8, 8, 112, 56) windows do on
@@ -26,16 +31,21 @@ model = dict(
         fit_window=True,
         drop_path_rate=0.1,
         init_cfg=None),               # from scratch: no ImageNet weights in the demo
+    neck=dict(out_channels=width),
+    rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=width),
+        mask_roi_extractor=dict(out_channels=width),
         bbox_head=[
-            dict(head, num_classes=num_classes, norm_cfg=head_norm_cfg)
+            dict(head, in_channels=width, conv_out_channels=width, fc_out_channels=4 * width,
+                 num_classes=num_classes, norm_cfg=head_norm_cfg)
             for head in _base_.model.roi_head.bbox_head
         ],
-        mask_head=dict(num_classes=num_classes)),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=num_classes)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
         rcnn=[
-            dict(stage, sampler=dict(stage.sampler, num=64))
+            dict(stage, sampler=dict(stage.sampler, num=32))
             for stage in _base_.model.train_cfg.rcnn
         ]),
     test_cfg=dict(

@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .mixers import Attention, MambaVisionMixer
+from .mixers import Attention, MambaVisionMixer, crop_tokens
 
 ARCH_SETTINGS = {  # the published variants (ImageNet-1K classifiers, mlp_ratio 4)
     'tiny': dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16),
@@ -151,8 +151,15 @@ class Block(nn.Module):
             self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x):
-        y = self.mixer(self.norm1(x))
+    def forward(self, x, keep=None):
+        """(N, L, C) -> (N, L, C); with ``keep`` = (wh, ww, qh, qw) only the outputs of the
+        top-left qh x qw tokens of each wh x ww window: (N, qh * qw, C). The mixer still reads all
+        L tokens, so these are exactly the full block's outputs for those tokens."""
+        if keep is None:
+            y = self.mixer(self.norm1(x))
+        else:
+            y = self.mixer(self.norm1(x), keep)
+            x = crop_tokens(x, keep)
         if self.gamma_1 is not None:
             y = y * self.gamma_1
         x = x + self.drop_path(y)
@@ -204,17 +211,28 @@ class MambaVisionStage(nn.Module):
     def _forward_windows(self, x):
         h, w = x.shape[-2:]
         wh, ww = self.window_shape(h, w)
-        pad_b, pad_r = -h % wh, -w % ww
-        if pad_b or pad_r:
-            x = F.pad(x, (0, pad_r, 0, pad_b))
-        tokens = self._forward_blocks(window_partition(x, wh, ww))
-        x = window_reverse(tokens, wh, ww, h + pad_b, w + pad_r)
-        return x[:, :, :h, :w] if pad_b or pad_r else x
+        hp, wp = h + (-h % wh), w + (-w % ww)
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, wp - w, 0, hp - h))
+        # The crop below drops the padded tokens' outputs of the last block, so that block need
+        # not compute them (its mixer still reads every token: exact). Where the map is one window
+        # high (wide), each window's real tokens are its top h (left w) rows (columns); with
+        # several windows along an axis nothing is cut along it.
+        # Tracers (FLOP counters, export) get the plain computation of the published model.
+        qh, qw = (wh, ww) if torch.jit.is_tracing() else (h if hp == wh else wh,
+                                                           w if wp == ww else ww)
+        keep = None if (qh, qw) == (wh, ww) else (wh, ww, qh, qw)
+        tokens = self._forward_blocks(window_partition(x, wh, ww), keep)
+        x = window_reverse(tokens, qh, qw, hp // wh * qh, wp // ww * qw)
+        return x[:, :, :h, :w] if x.shape[-2:] != (h, w) else x
 
-    def _forward_blocks(self, x):
+    def _forward_blocks(self, x, keep=None):
+        """Run the blocks; ``keep`` (hybrid stages, see :meth:`Block.forward`) goes to the last."""
         use_cp = self.with_cp and self.training and torch.is_grad_enabled()
-        for blk in self.blocks:
-            x = cp.checkpoint(blk, x, use_reentrant=False) if use_cp else blk(x)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            args = (x, ) if keep is None or i < last else (x, keep)
+            x = cp.checkpoint(blk, *args, use_reentrant=False) if use_cp else blk(*args)
         return x
 
 

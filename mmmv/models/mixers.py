@@ -72,11 +72,19 @@ class MambaVisionMixer(nn.Module):
         self.A_log.copy_(states.log().expand_as(self.A_log))
         self.D.fill_(1.0)
 
-    def forward(self, x):
-        """(N, L, C) -> (N, L, C)."""
-        x, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (N, C/2, L) each
-        x = F.silu(self.conv1d_x(x))
-        z = F.silu(self.conv1d_z(z))
+    def forward(self, x, keep=None):
+        """(N, L, C) -> (N, L, C); with ``keep`` only the kept tokens: (N, qh * qw, C).
+
+        keep: None, or (wh, ww, qh, qw): the L = wh * ww tokens are a wh x ww window in row-major
+        order and only the outputs of its top-left qh x qw tokens are wanted (see
+        :func:`crop_tokens`). The whole sequence is still scanned (the scan is causal, but the
+        convs look one token ahead); only out_proj is spared for the dropped tokens.
+        """
+        # Channels-first from here on, in one copy: the depthwise convs and the scan run along
+        # contiguous rows of L.
+        x, z = self.in_proj(x).transpose(1, 2).contiguous().chunk(2, dim=1)  # (N, C/2, L) each
+        x = F.silu(depthwise_conv1d(x, self.conv1d_x.weight))
+        z = F.silu(depthwise_conv1d(z, self.conv1d_z.weight))
         # x_proj and dt_proj applied channels-first (weight @ x): the same Linears, no transposes.
         x_dbl = torch.matmul(self.x_proj.weight, x)  # (N, dt_rank + 2n, L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
@@ -84,7 +92,10 @@ class MambaVisionMixer(nn.Module):
         y = selective_scan(
             x, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(),
             delta_bias=2 * self.dt_proj.bias.float(), delta_softplus=True)
-        return self.out_proj(torch.cat([y, z], dim=1).transpose(1, 2))
+        y = torch.cat([y, z], dim=1).transpose(1, 2)  # (N, L, C), a view of channels-first data
+        if keep is not None:
+            y = crop_tokens(y, keep)
+        return self.out_proj(y)  # the GEMM takes the transposed view as it is, without a copy
 
 
 class Attention(nn.Module):
@@ -104,10 +115,58 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):
-        """(N, L, C) -> (N, L, C)."""
+    def forward(self, x, keep=None):
+        """(N, L, C) -> (N, L, C); with ``keep`` (see :meth:`MambaVisionMixer.forward`) only the
+        kept tokens are queries: (N, qh * qw, C). Keys and values still come from all L tokens, so
+        the kept tokens' outputs are exactly those of the full computation."""
         n, length, c = x.shape
-        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, L, C / heads) each
+        head_dim = c // self.num_heads
+        if keep is None:
+            qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, L, C / heads) each
+        else:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            kv = F.linear(x, weight[c:], None if bias is None else bias[c:])
+            k, v = kv.reshape(n, length, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            x = crop_tokens(x, keep)
+            length = x.shape[1]
+            q = F.linear(x, weight[:c], None if bias is None else bias[:c])
+            q = q.reshape(n, length, self.num_heads, head_dim).transpose(1, 2)
         x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(x.transpose(1, 2).reshape(n, length, c))
+
+
+def crop_tokens(x, keep):
+    """Tokens of the top-left qh x qw corner of each window: (N, wh * ww, C) -> (N, qh * qw, C).
+
+    keep = (wh, ww, qh, qw); tokens are in row-major window order.
+    """
+    wh, ww, qh, qw = keep
+    n, _, c = x.shape
+    return x.reshape(n, wh, ww, c)[:, :qh, :qw].reshape(n, qh * qw, c)
+
+
+def depthwise_conv1d(x, weight):
+    """Depthwise 1-D convolution with symmetric zero padding ("same"), no bias.
+
+    x: (N, D, L), weight: (D, 1, K) with K odd -> (N, D, L). The same as
+    ``F.conv1d(x, weight, padding=K // 2, groups=D)`` (equal up to float rounding); on a CPU, outside
+    tracing, computed as K shifted multiply-adds: PyTorch's CPU depthwise conv1d is many times
+    slower and needs a contiguous input.
+    """
+    if x.device.type != 'cpu' or torch.jit.is_tracing():  # tracers (FLOP counts) see the conv
+        return F.conv1d(x, weight, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+    taps = weight.shape[-1]
+    half = taps // 2
+    w = weight[:, 0, :, None]  # (D, K, 1)
+    y = x * w[:, half]
+    length = x.shape[-1]
+    for j in range(taps):
+        shift = j - half  # y[t] += w[j] * x[t + shift]
+        if shift == 0 or abs(shift) >= length:
+            continue
+        if shift < 0:
+            y[..., -shift:].addcmul_(x[..., :shift], w[:, j])
+        else:
+            y[..., :-shift].addcmul_(x[..., shift:], w[:, j])
+    return y

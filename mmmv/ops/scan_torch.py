@@ -6,6 +6,7 @@ No Python loop runs once per token: the sequence is cut into blocks of at most `
 tokens (the state is carried from block to block), and inside a block :func:`linear_scan` needs
 about ``2 * sqrt(block)`` tensor operations. Nothing synchronises with the host, so it also suits
 CUDA. Internally tensors are time-major ``(l, b, n, d)``, so that every broadcast runs along ``d``.
+Reductions are products and sums, not matmuls, so TF32 settings cannot lower the precision.
 
 Memory bound: one ``(block, b, n, d)`` float32 tensor holds at most ``BLOCK_ELEMENTS`` elements
 (16 MiB at the default 2**22). The forward keeps about 6 such tensors alive at once and the
@@ -123,7 +124,7 @@ class TorchScan(torch.autograd.Function):
         starts = [u.new_zeros(b, n, d)]  # state before each block, then the final state
         for s, e in _blocks(b, d, n, l):
             _, states = _scan_tokens(delta_t[s:e], drive[s:e], A_t, B_t[s:e], starts[-1])
-            y[s:e] = torch.matmul(C_t[s:e].transpose(2, 3), states)
+            y[s:e] = (states * C_t[s:e]).sum(2, keepdim=True)
             starts.append(states[-1].clone())  # a view would keep the block alive
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts)[:-1])
         return y.squeeze(2).permute(1, 2, 0).contiguous()
@@ -178,11 +179,11 @@ def _block_grads(decay, states, h_prev, adjoint, delta, u, A, B, grad_y):
     B: (T, b, n, 1). Returns grad_u, grad_delta (T, b, 1, d), grad_A (n, d), grad_B, grad_C
     (T, b, n, 1).
     """
-    g_dot_b = torch.matmul(B.transpose(2, 3), adjoint)
+    g_dot_b = (adjoint * B).sum(2, keepdim=True)
     through_decay = adjoint * decay * h_prev
     grad_u = g_dot_b * delta
     grad_delta = g_dot_b * u + (through_decay * A).sum(2, keepdim=True)
     grad_A = (through_decay * delta).sum((0, 1))
-    grad_B = torch.matmul(adjoint, (delta * u).transpose(2, 3))
-    grad_C = torch.matmul(states, grad_y.transpose(2, 3))
+    grad_B = (adjoint * (delta * u)).sum(3, keepdim=True)
+    grad_C = (states * grad_y).sum(3, keepdim=True)
     return grad_u, grad_delta, grad_A, grad_B, grad_C

@@ -7,9 +7,11 @@ Per batch b, channel d and state n::
     y_t   = sum_n h_t[n] * C[b, n, t] + D[d] * u[b, d, t]
 
 Backends: 'mamba_ssm' (mamba-ssm's CUDA kernel, CUDA tensors), 'cpp' (the `_scan_cpu` extension,
-CPU tensors), 'torch' (blocked two-level scan in tensor ops, any device) and 'auto' (the first of
-those that can run the given tensor). Choose with the `backend` argument or the MMMV_SCAN_BACKEND
-environment variable; the argument wins.
+CPU tensors), 'torch' (blocked two-level scan in tensor ops, any device, bounded working memory:
+see `scan_torch`) and 'auto' (the first of those that can run the given tensor). Choose with the
+`backend` argument or the MMMV_SCAN_BACKEND environment variable; the argument wins. Our own
+backends ('cpp', 'torch') implement the scan proper as an autograd Function with a reverse-scan
+backward; bias, softplus and the D term around it are ordinary differentiable tensor ops.
 """
 import contextlib
 import functools

@@ -80,10 +80,8 @@ struct Row {
 };
 
 // y (l,) of one row. decay: scratch of kTile * n floats; h: scratch of n floats.
-template <int64_t kN>
-MMMV_TARGET_CLONES void forward_row(const Row& row, int64_t l, int64_t n_any, float* y, float* decay,
+MMMV_TARGET_CLONES void forward_row(const Row& row, int64_t l, int64_t n, float* y, float* decay,
                                     float* h) {
-  const int64_t n = kN ? kN : n_any;
   std::fill(h, h + n, 0.0f);
   for (int64_t t0 = 0; t0 < l; t0 += kTile) {
     const int64_t len = std::min(kTile, l - t0);
@@ -212,8 +210,7 @@ at::Tensor scan_forward(const at::Tensor& u_in, const at::Tensor& delta_in, cons
     std::vector<float> decay(kTile * n), h(n);
     for (int64_t r = begin; r < end; ++r) {
       const Row row = make_row(u, delta, A, Bt, Ct, r / d, r % d);
-      if (n == 8) forward_row<8>(row, l, n, y_data + r * l, decay.data(), h.data());
-      else forward_row<0>(row, l, n, y_data + r * l, decay.data(), h.data());
+      forward_row(row, l, n, y_data + r * l, decay.data(), h.data());
     }
   });
   return y;
