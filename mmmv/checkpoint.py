@@ -143,12 +143,26 @@ def _load_from_http(filename, map_location=None, model_dir=None, progress=os.isa
     return checkpoint
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+
+
 def atomic_write(path: str, data: bytes):
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, 'w')`` would give it (0o666 minus the
+    umask; ``mkstemp`` alone would make it readable by its owner only).
+    """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
@@ -170,10 +184,31 @@ class AtomicLocalBackend(LocalBackend):
         atomic_write(str(filepath), obj.encode(encoding))
 
 
+def _allow_listed(loader):
+    """One of mmengine's other schemes (``open-mmlab://``, ``s3://``, ``pavi://`` ...), run under
+    mmmv's allow-list. torch >= 2.6 loads weights-only by default, so their ``torch.load`` calls
+    are safe already; this gives them the allow-list and the clear refusal message."""
+    if getattr(loader, '_mmmv_safe', False):
+        return loader
+
+    def load(filename, map_location=None, *args, **kwargs):
+        return _safe_torch_load(lambda weights_only: loader(filename, map_location, *args,
+                                                            **kwargs), filename, False)
+
+    load._mmmv_safe = True
+    return load
+
+
 def install_checkpoint_io():
-    """Safe loading for mmengine's local and http(s) schemes; atomic local writes."""
+    """Safe loading for every mmengine checkpoint scheme; atomic local writes."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
     CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), force=True)(_load_from_http)
+    # torchvision://, open-mmlab:// and mmcls:// download through this module-level function
+    mmengine_checkpoint.load_from_http = _load_from_http
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        if loader not in (_load_from_local, _load_from_http):
+            CheckpointLoader.register_scheme(prefixes=prefix, force=True)(_allow_listed(loader))
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     mmengine_io.backend_instances.clear()
 

@@ -6,8 +6,9 @@ downstream library that is installed gets the backbone under its own name and un
 """
 import importlib
 
-from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
+from .hooks import HOOK_CLASSES
 from .models import MambaVision
 from .runtime import CPUAutocastOptimWrapper, CPUDistributedDataParallel
 
@@ -30,9 +31,12 @@ def downstream_model_registries():
 
 
 def register_all_modules():
-    """Register the backbone (both names) and the CPU optimizer and DDP wrappers."""
+    """Register the backbone (both names), the CPU optimizer and DDP wrappers and mmmv's hooks
+    (in mmengine's root HOOKS registry, which mmdet's and mmseg's registries fall back to)."""
     for registry in downstream_model_registries():
         for name in BACKBONE_NAMES:
             registry.register_module(name=name, module=MambaVision, force=True)
     OPTIM_WRAPPERS.register_module(module=CPUAutocastOptimWrapper, force=True)
     MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)
+    for hook in HOOK_CLASSES:
+        HOOKS.register_module(module=hook, force=True)

@@ -9,9 +9,17 @@ Without CUDA, :func:`adapt_to_device` makes these changes to a config, each logg
 - ``SyncBN`` layers become ``BN`` (PyTorch's SyncBatchNorm runs on GPUs only); in a multi-process
   CPU run each process then normalises over its own batch;
 - ``AmpOptimWrapper`` (fp16 + loss scaling, CUDA only in mmengine) becomes
-  :class:`CPUAutocastOptimWrapper`: bfloat16 autocast, which needs no loss scaling.
+  :class:`CPUAutocastOptimWrapper`: bfloat16 autocast, which needs no loss scaling. mmcv's CPU
+  kernels of NMS and RoI pooling take float32 only; under CPU autocast they get float32 inputs.
+
+:func:`load_config` also adds mmmv's reliability hooks (:mod:`mmmv.hooks`) to every config, and
+:func:`build_runner` makes data-loading errors name the bad file (:mod:`mmmv.input_checks`).
 """
+import functools
+import glob
+import logging
 import os.path as osp
+import re
 from contextlib import contextmanager
 
 import torch
@@ -22,6 +30,58 @@ from mmengine.optim import OptimWrapper
 
 TASKS = ('mmdet', 'mmseg')
 SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+# mmcv ops whose CPU kernels take float32 only: autograd Functions (module, class) and the
+# nn.Modules around them (their outputs are cast back to the input's dtype)
+MMCV_FLOAT32_FUNCTIONS = (('mmcv.ops.nms', 'NMSop'), ('mmcv.ops.nms', 'SoftNMSop'),
+                          ('mmcv.ops.roi_align', 'RoIAlignFunction'),
+                          ('mmcv.ops.roi_pool', 'RoIPoolFunction'))
+MMCV_FLOAT32_MODULES = (('mmcv.ops.roi_align', 'RoIAlign'), ('mmcv.ops.roi_pool', 'RoIPool'))
+# added to custom_hooks by load_config unless the config lists them already
+RELIABILITY_HOOKS = ('FiniteLossHook', 'RNGStateHook', 'CheckpointFitHook')
+
+
+def _same_dtype_output(forward):
+    """A module ``forward(self, input, ...)`` whose output has ``input``'s dtype."""
+
+    @functools.wraps(forward)
+    def wrapped(self, input, *args, **kwargs):
+        out = forward(self, input, *args, **kwargs)
+        return out.to(input.dtype) if isinstance(out, torch.Tensor) else out
+
+    return wrapped
+
+
+def mmcv_ops_in_float32():
+    """Run mmcv's NMS / RoIAlign / RoIPool in float32 under CPU autocast.
+
+    Their CPU kernels reject bfloat16 ("expected scalar type Float but found BFloat16"), and
+    autocast does not cast the inputs of custom autograd Functions. Each Function's ``forward``
+    is wrapped in ``torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)`` (a no-op
+    without CPU autocast; backward gradients are cast back by autograd), and RoIAlign / RoIPool
+    modules return their input's dtype, as mmdet's RoI extractors expect. Idempotent.
+    """
+    import importlib
+
+    def find(module_name, name):
+        try:
+            return getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError):
+            return None
+
+    for module_name, name in MMCV_FLOAT32_FUNCTIONS:
+        function = find(module_name, name)
+        if function is None or getattr(function.forward, '_mmmv_float32', False):
+            continue
+        forward = torch.amp.custom_fwd(function.__dict__['forward'].__func__, device_type='cpu',
+                                       cast_inputs=torch.float32)
+        forward._mmmv_float32 = True
+        function.forward = staticmethod(forward)
+    for module_name, name in MMCV_FLOAT32_MODULES:
+        module = find(module_name, name)
+        if module is None or getattr(module.forward, '_mmmv_float32', False):
+            continue
+        module.forward = _same_dtype_output(module.forward)
+        module.forward._mmmv_float32 = True
 
 
 class CPUAutocastOptimWrapper(OptimWrapper):
@@ -33,6 +93,7 @@ class CPUAutocastOptimWrapper(OptimWrapper):
     def __init__(self, *args, dtype='bfloat16', loss_scale=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        mmcv_ops_in_float32()
 
     @contextmanager
     def optim_context(self, model):
@@ -163,21 +224,88 @@ def init_cpu_distributed(cfg: Config):
     dist.init_process_group(backend='gloo', **dist_cfg)
 
 
+def _hook_name(hook) -> str:
+    kind = hook.get('type') if isinstance(hook, dict) else type(hook)
+    return (kind if isinstance(kind, str) else getattr(kind, '__name__', '')).split('.')[-1]
+
+
+def add_reliability_hooks(cfg: Config) -> Config:
+    """Add :data:`RELIABILITY_HOOKS` to ``cfg.custom_hooks`` (each unless listed already) and
+    use :class:`~mmmv.hooks.CrashSafeCheckpointHook` for mmengine's ``CheckpointHook``."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    present = {_hook_name(hook) for hook in hooks}
+    hooks += [ConfigDict(type=name) for name in RELIABILITY_HOOKS if name not in present]
+    cfg.custom_hooks = hooks
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if isinstance(checkpoint, dict) and _hook_name(checkpoint) == 'CheckpointHook':
+        checkpoint.type = 'CrashSafeCheckpointHook'
+    return cfg
+
+
+def find_resume_checkpoint(work_dir: str):
+    """The checkpoint ``--resume`` (auto) continues from: the one ``last_checkpoint`` names, or,
+    when that file is missing or names a file that is gone, the newest ``iter_*.pth`` /
+    ``epoch_*.pth`` in ``work_dir``; None when there is none."""
+    from mmengine.logging import print_log
+    named = None
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    found = []
+    for path in glob.glob(osp.join(work_dir, '*.pth')):
+        match = re.fullmatch(r'(iter|epoch)_(\d+)\.pth', osp.basename(path))
+        if match:
+            found.append((match.group(1) == 'iter', int(match.group(2)), path))
+    if not found:
+        return None
+    newest = max(found)[2]
+    print_log(f'last_checkpoint names {named!r}, which does not exist; resuming from the newest '
+              f'checkpoint in {work_dir}: {newest}' if named else
+              f'no last_checkpoint in {work_dir}; resuming from {newest}', logger='current',
+              level=logging.WARNING)
+    return newest
+
+
+def _dataloaders_naming_bad_files(build_dataloader):
+    """Wrap ``Runner.build_dataloader`` so each dataset's pipeline names bad files on error.
+
+    Done when the dataloader is built, before mmengine creates its iterator (and forks workers).
+    """
+    from .input_checks import name_bad_files
+
+    @functools.wraps(build_dataloader)
+    def build(dataloader, *args, **kwargs):
+        loader = build_dataloader(dataloader, *args, **kwargs)
+        if hasattr(loader, 'dataset'):
+            name_bad_files(loader.dataset)
+        return loader
+
+    return build
+
+
 def build_runner(cfg: Config):
-    """The Runner the config asks for (``runner_type``) or mmengine's default."""
+    """The Runner the config asks for (``runner_type``) or mmengine's default.
+
+    Its dataloaders' pipelines raise errors that name a missing, empty or corrupt file
+    (:func:`mmmv.input_checks.name_bad_files`).
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     init_cpu_distributed(cfg)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.build_dataloader = _dataloaders_naming_bad_files(runner.build_dataloader)
+    return runner
 
 
 def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> Config:
     """Read a config and apply the command-line settings every tool shares.
 
     The work dir is, by priority, ``work_dir``, the config's own ``work_dir``, then
-    ``./work_dirs/<config name>``, as in mmdet's and mmseg's tools.
+    ``./work_dirs/<config name>``, as in mmdet's and mmseg's tools. mmmv's reliability hooks are
+    added (:func:`add_reliability_hooks`).
     """
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
@@ -188,4 +316,5 @@ def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> 
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     task_of(cfg)
+    add_reliability_hooks(cfg)
     return adapt_to_device(cfg)

@@ -2,7 +2,10 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR] [--tta]
 
-Prints the metrics table and writes them to ``<work-dir>/metrics.json``.
+Prints the metrics table and writes them to ``<work-dir>/metrics.json``. The checkpoint is read
+with mmmv's safe loader and must fit the model: a checkpoint of another arch stops the run with
+the keys and shapes that differ (mmmv.hooks.CheckpointFitHook) instead of testing a partly
+random model.
 """
 import argparse
 import json
@@ -47,10 +50,12 @@ def main():
         os.environ['MMMV_UNSAFE_LOAD'] = '1'
     import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
     from mmengine.dist import get_rank
+    from mmmv.input_checks import check_dataset_paths
     from mmmv.runtime import (build_runner, enable_result_dump, enable_tta,
                               enable_visualization, load_config)
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    check_dataset_paths(cfg, ['test_dataloader'], ['test_evaluator'])
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)

@@ -2,6 +2,9 @@
 
     python tools/train.py configs/det/cascade_mambavision_t_coco.py [--work-dir DIR] [--amp]
         [--resume [CHECKPOINT]] [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+
+Checks that the dataset paths exist before building anything. mmmv's hooks stop training at a
+non-finite loss and make `--resume` continue exactly where a killed run left off (mmmv.hooks).
 """
 import argparse
 import os
@@ -36,9 +39,14 @@ def main():
     if args.unsafe_load:
         os.environ['MMMV_UNSAFE_LOAD'] = '1'
     import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
-    from mmmv.runtime import adapt_to_device, build_runner, enable_amp, load_config
+    from mmmv.input_checks import check_dataset_paths
+    from mmmv.runtime import (adapt_to_device, build_runner, enable_amp, find_resume_checkpoint,
+                              load_config)
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    validate = bool(cfg.get('val_cfg')) and cfg.get('val_dataloader') is not None
+    check_dataset_paths(cfg, ['train_dataloader'] + (['val_dataloader'] if validate else []),
+                        ['val_evaluator'] if validate else [])
     if args.amp:
         enable_amp(cfg)
         adapt_to_device(cfg)
@@ -47,7 +55,11 @@ def main():
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # last_checkpoint, or the newest iter_/epoch_ checkpoint if it names a missing file
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None
+        if not cfg.resume:
+            print(f'--resume: no checkpoint in {cfg.work_dir}; training from the start')
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     build_runner(cfg).train()

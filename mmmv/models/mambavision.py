@@ -47,15 +47,21 @@ def window_partition(x, wh, ww):
     batch, window row, window column; tokens in a window row-major.
     """
     b, c, h, w = x.shape
-    x = x.reshape(b, c, h // wh, wh, w // ww, ww)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, wh * ww, c)
+    # via the channels-last view: one copy, reading whole channel vectors (free of copies for a
+    # single channels-last window)
+    x = x.permute(0, 2, 3, 1).reshape(b, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
 
 
 def window_reverse(windows, wh, ww, h, w):
-    """Inverse of :func:`window_partition`: (B * h/wh * w/ww, wh * ww, C) -> (B, C, h, w)."""
+    """Inverse of :func:`window_partition`: (B * h/wh * w/ww, wh * ww, C) -> (B, C, h, w).
+
+    The result is channels-last in memory (a view without a copy when there is one window per
+    image).
+    """
     c = windows.shape[-1]
     x = windows.reshape(-1, h // wh, w // ww, wh, ww, c)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, h, w)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c).permute(0, 3, 1, 2)
 
 
 class PatchEmbed(nn.Module):
@@ -358,6 +364,10 @@ class MambaVision(BaseModule):
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f'input is {x.shape[-2]}x{x.shape[-1]} pixels; MambaVision needs '
                              f'at least {MIN_INPUT_SIZE} in height and width')
+        if x.device.type == 'cpu':
+            # oneDNN's CPU convolutions run faster on channels-last maps (no reorders), and the
+            # windows are cut from channels-last maps without strided reads. Same values.
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         outs = []
         for i, level in enumerate(self.levels):

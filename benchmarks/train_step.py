@@ -1,0 +1,235 @@
+"""Whole-model training step, with and without ``with_cp``: time and peak memory (not a test).
+
+Models, built from the configs as the training tools build them (``mmmv.runtime.load_config``,
+which turns SyncBN into BN on a machine without CUDA; the backbone with ``init_cfg=None``, i.e.
+random weights, no checkpoint file needed):
+
+    det  Cascade Mask R-CNN, MambaVision-T  (configs/det/cascade_mambavision_t_coco.py), 800x1280
+    seg  UperNet, MambaVision-T            (configs/seg/upernet_mambavision_t_ade20k.py), 512x512
+
+One step = ``model.train_step(batch, optim_wrapper)`` on a fake batch of 2 images: the data
+preprocessor (normalise, pad, stack), forward with losses, backward and the optimizer step of the
+config (AdamW with its paramwise settings). The batch is random pixels with plausible targets:
+detection 8 boxes per image (32..400 pixels a side), their labels and rectangle masks; segmentation
+a label map of 150 classes in 32x32 blocks with a few ignored (255) blocks. The step runs in
+float32 (a plain OptimWrapper) unless --amp keeps the config's mixed-precision wrapper (on a CPU:
+bfloat16 autocast, see mmmv.runtime).
+
+Each model is timed with ``with_cp`` False and True, interleaved (median of --reps after a warm-up
+step that also creates the optimizer state), then the peak memory of one step is measured in a
+fresh child process per setting (method in ``benchmarks/common.py``: above the model, its
+optimizer state and the batch). The roofline line divides 3 x 2 images x the model's forward
+MACs (``mmmv.flops.model_complexity`` at this input size, test-mode proposals; the usual
+training estimate) by the step time, against the measured float32 matmul rate.
+
+    python benchmarks/train_step.py                 # both models
+    python benchmarks/train_step.py --models seg --reps 3
+"""
+import argparse
+import copy
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {  # name: (config, (H, W))
+    'det': ('configs/det/cascade_mambavision_t_coco.py', (800, 1280)),
+    'seg': ('configs/seg/upernet_mambavision_t_ade20k.py', (512, 512)),
+}
+BATCH = 2
+BOXES_PER_IMAGE = 8
+NUM_SEG_CLASSES = 150
+
+
+def load_cfg(name, with_cp, amp):
+    from mmmv.runtime import load_config
+    cfg = load_config(os.path.join(ROOT, MODELS[name][0]))
+    backbone = cfg.model.backbone
+    backbone.init_cfg = None
+    backbone.pop('pretrained', None)
+    backbone.with_cp = with_cp
+    if not amp:
+        cfg.optim_wrapper.type = 'OptimWrapper'
+        for key in ('loss_scale', 'dtype'):
+            cfg.optim_wrapper.pop(key, None)
+    return cfg
+
+
+def build(name, with_cp, amp, device):
+    """(model, optim_wrapper) of a config, seed 0."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    import mmmv  # noqa: F401
+    from mmmv.runtime import task_of
+    cfg = load_cfg(name, with_cp, amp)
+    scope = task_of(cfg)
+    init_default_scope(scope)
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS as registry
+    else:
+        from mmseg.registry import MODELS as registry
+    torch.manual_seed(0)
+    model = registry.build(copy.deepcopy(cfg.model))
+    model.init_weights()
+    if device.type != 'cuda':
+        model = revert_sync_batchnorm(model)
+    model = model.to(device).train()
+    return model, build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+
+
+def fake_det_batch(shape, device):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.bbox import HorizontalBoxes
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(BATCH):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(device))
+        size = torch.randint(32, 401, (BOXES_PER_IMAGE, 2), generator=gen)
+        x1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (w - size[:, 0])).long()
+        y1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (h - size[:, 1])).long()
+        boxes = torch.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], 1).float()
+        masks = np.zeros((BOXES_PER_IMAGE, h, w), dtype=np.uint8)
+        for i, (a, b, c, d) in enumerate(boxes.long().tolist()):
+            masks[i, b:d, a:c] = 1
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                                             scale_factor=(1.0, 1.0), flip=False,
+                                             flip_direction=None))
+        sample.gt_instances = InstanceData(
+            bboxes=HorizontalBoxes(boxes), masks=BitmapMasks(masks, h, w),
+            labels=torch.randint(0, 80, (BOXES_PER_IMAGE, ), generator=gen))
+        samples.append(sample.to(device))
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def fake_seg_batch(shape, device):
+    import torch.nn.functional as F
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(BATCH):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(device))
+        blocks = torch.randint(0, NUM_SEG_CLASSES, (1, 1, h // 32, w // 32), generator=gen)
+        blocks[torch.rand(blocks.shape, generator=gen) < 0.05] = 255
+        label = F.interpolate(blocks.float(), size=(h, w), mode='nearest').long()[0]
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                             pad_shape=(h, w), scale_factor=(1.0, 1.0),
+                                             flip=False, flip_direction=None))
+        sample.gt_sem_seg = PixelData(data=label)
+        samples.append(sample.to(device))
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def make_step(name, with_cp, amp, device):
+    model, optim_wrapper = build(name, with_cp, amp, device)
+    shape = MODELS[name][1]
+    batch = (fake_det_batch if name == 'det' else fake_seg_batch)(shape, device)
+
+    def step():
+        model.train_step(batch, optim_wrapper)
+    return step
+
+
+def build_child_step(spec):
+    device = torch.device(spec['device'])
+    return make_step(spec['model'], spec['with_cp'], spec['amp'], device), device, spec['warmup']
+
+
+def forward_macs(name):
+    """Forward MACs of one image of the model's input size, from mmmv.flops (None if absent)."""
+    try:
+        from mmmv.flops import model_complexity
+    except ImportError:
+        return None
+    cfg = load_cfg(name, False, False)
+    return model_complexity(cfg, MODELS[name][1])['flops']
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--models', default='det,seg', help='comma list of det, seg')
+    parser.add_argument('--reps', type=int, default=3, help='timed steps per setting (3)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed steps first (1)')
+    parser.add_argument('--amp', action='store_true',
+                        help="keep the config's mixed-precision optim wrapper")
+    parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=True,
+                        help='measure peak memory in child processes')
+    parser.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
+                        help='count FLOPs with mmmv.flops for the roofline column')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    args = parser.parse_args()
+    args.models = [m for m in args.models.split(',') if m]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad:
+        parser.error(f'--models: unknown {bad}; choose from {list(MODELS)}')
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f'machine: {common.machine_description(device)}; load {common.format_load()}')
+    matmul = common.matmul_gflops(device)
+    print(f'float32 matmul: {matmul:.1f} GFLOP/s; step precision: '
+          f'{"config (mixed)" if args.amp else "float32"}', flush=True)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    rows = []
+    for name in args.models:
+        steps = {f'with_cp={cp}': make_step(name, cp, args.amp, device) for cp in (False, True)}
+        load_before = common.load_average()
+        log(f'timing {name}')
+        times = common.time_interleaved(steps, args.reps, device, warmup=args.warmup, log=log)
+        load_after = common.load_average()
+        del steps
+        macs = forward_macs(name) if args.flops else None
+        peaks = {}
+        for cp in (False, True):
+            if args.memory:
+                log(f'memory {name} with_cp={cp}')
+                spec = dict(model=name, with_cp=cp, amp=args.amp, device=str(device),
+                            threads=torch.get_num_threads(), warmup=1)
+                peaks[cp] = common.measure_peak(os.path.abspath(__file__), spec)
+        for cp in (False, True):
+            t = common.median(times[f'with_cp={cp}'])
+            step_macs = None if macs is None else 3 * BATCH * macs
+            gflops = None if step_macs is None else 2 * step_macs / t / 1e9
+            rows.append([
+                name, MODELS[name][0], f'{MODELS[name][1][0]}x{MODELS[name][1][1]}', cp,
+                common.fmt(t, '.2f'), len(times[f'with_cp={cp}']),
+                common.fmt(peaks.get(cp), '.0f'),
+                common.fmt(None if not peaks.get(cp) or not peaks.get(False)
+                           else 100 * (1 - peaks[cp] / peaks[False]), '.0f') + '%' if cp else '-',
+                common.fmt(None if step_macs is None else step_macs / 1e9, '.0f'),
+                common.fmt(gflops, '.1f'),
+                common.fmt(None if gflops is None else 100 * gflops / matmul, '.0f') + '%',
+                f'{common.format_load(load_before)} / {common.format_load(load_after)}'])
+    headers = ['model', 'config', 'input', 'with_cp', 'median s', 'runs', 'peak MiB',
+               'memory saved', 'GMAC (3x fwd)', 'GFLOP/s', 'of matmul', 'load before / after']
+    print(f'\n#### Training step, batch {BATCH}\n')
+    print(common.markdown_table(headers, rows))
+    print(f'\nfloat32 matmul at the end: {common.matmul_gflops(device):.1f} GFLOP/s; '
+          f'load {common.format_load()}')
+
+
+if __name__ == '__main__':
+    if common.CHILD_FLAG in sys.argv:
+        common.child_main(build_child_step)
+    else:
+        main()

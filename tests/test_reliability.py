@@ -1,0 +1,539 @@
+"""Reliability and security: safe checkpoint loading on every path, exact resume after a crash,
+clear errors for bad input, mixed precision.
+
+Tool runs (marked slow) use 64x64 demo data in a temporary folder and configs that inherit the
+demo configs with a tiny backbone (tests/_reliability_helpers.py), one thread each.
+"""
+import importlib
+import importlib.util
+import itertools
+import math
+import os
+import os.path as osp
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.model import BaseModel, BaseModule
+from mmengine.runner import CheckpointLoader, Runner
+from torch.utils.data import Dataset
+
+import _reliability_helpers as helpers
+import mmmv  # noqa: F401  (registers modules and hooks, installs the safe loaders)
+from mmmv import checkpoint as mmmv_checkpoint
+from mmmv.checkpoint import UnsafeCheckpointError, atomic_write, load_checkpoint_file
+from mmmv.hooks import get_rng_state, set_rng_state
+from mmmv.input_checks import (CheckpointMismatchError, DataFileError, FileNamingPipeline,
+                               check_dataset_paths, load_checkpoint_exact)
+from mmmv.models import MambaVision
+from mmmv.runtime import (add_reliability_hooks, build_runner, find_resume_checkpoint,
+                          load_config, mmcv_ops_in_float32)
+
+ROOT = helpers.ROOT
+TESTS = osp.dirname(osp.abspath(__file__))
+TOOLS = osp.join(ROOT, 'tools')
+MMMV_HOOKS = ('FiniteLossHook', 'RNGStateHook', 'CheckpointFitHook', 'CrashSafeCheckpointHook')
+
+
+def _load_tool_module(name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tool(cwd, tool, *args, ok=True):
+    """Run tools/<tool> in ``cwd`` with one thread; returns (returncode, stdout + stderr)."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1',
+           'PYTHONPATH': os.pathsep.join([TESTS, os.environ.get('PYTHONPATH', '')])}
+    proc = subprocess.run([sys.executable, osp.join(TOOLS, tool), *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    if ok:
+        assert proc.returncode == 0, out[-4000:]
+    return proc.returncode, out
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """A folder whose data/demo holds 64x64 demo data (8 training, 4 validation images)."""
+    root = tmp_path_factory.mktemp('reliability')
+    make_demo_data = _load_tool_module('make_demo_data').make_demo_data
+    make_demo_data(str(root / 'data' / 'demo'), num_train=8, num_val=4, size=64, verbose=False)
+    return root
+
+
+class _Marker:
+    """Unpickling this calls open(path, 'w'): the marker file appears if the pickle's code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def code_carrying_checkpoint(folder):
+    """An mmengine-looking checkpoint whose pickle would create ``folder/marker``."""
+    marker = folder / 'marker'
+    path = folder / 'evil.pth'
+    torch.save({'meta': {'iter': 2}, 'state_dict': {}, 'payload': _Marker(str(marker))}, path)
+    return path, marker
+
+
+def refusal(path):
+    return f"Refused to load checkpoint '{path}'"
+
+
+# ================================================================== 1. safe loading everywhere
+def test_every_mmengine_scheme_goes_through_the_allow_list(tmp_path):
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    for prefix, loader in CheckpointLoader._schemes.items():
+        assert loader.__module__ == 'mmmv.checkpoint', prefix
+    # torchvision:// open-mmlab:// mmcls:// download through this function
+    assert mmengine_checkpoint.load_from_http is mmmv_checkpoint._load_from_http
+    evil, marker = code_carrying_checkpoint(tmp_path)
+    wrapped = mmmv_checkpoint._allow_listed(lambda f, m: torch.load(f, map_location=m))
+    with pytest.raises(UnsafeCheckpointError, match='allow-list'):
+        wrapped(str(evil), 'cpu')
+    assert not marker.exists()
+
+
+class _LinearWithInitCfg(BaseModule):
+
+    def __init__(self, init_cfg):
+        super().__init__(init_cfg=init_cfg)
+        self.linear = nn.Linear(2, 2)
+
+
+@pytest.mark.parametrize('module', ['backbone', 'mmengine_module'])
+def test_init_cfg_pretrained_refuses_code_carrying_checkpoint(tmp_path, module):
+    evil, marker = code_carrying_checkpoint(tmp_path)
+    init_cfg = dict(type='Pretrained', checkpoint=str(evil))
+    model = (MambaVision(arch=helpers.TINY_ARCH, init_cfg=init_cfg) if module == 'backbone' else
+             _LinearWithInitCfg(init_cfg))
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(refusal(evil))):
+        model.init_weights()
+    assert not marker.exists()
+
+
+def test_convert_checkpoint_refuses_code_carrying_checkpoint(tmp_path):
+    evil, marker = code_carrying_checkpoint(tmp_path)
+    code, out = run_tool(tmp_path, 'convert_checkpoint.py', evil, tmp_path / 'out.pth', ok=False)
+    assert code != 0
+    assert 'UnsafeCheckpointError' in out and refusal(evil) in out and '--unsafe-load' in out
+    assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+def test_unsafe_load_is_explicit_and_warns(tmp_path):
+    evil, marker = code_carrying_checkpoint(tmp_path)
+    _, out = run_tool(tmp_path, 'convert_checkpoint.py', evil, tmp_path / 'out.pth',
+                      '--unsafe-load')
+    assert 'a malicious checkpoint can run arbitrary code' in out
+    assert marker.exists()  # the user asked for full unpickling: the pickle's code did run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('tool', ['test', 'image_demo', 'train_resume'])
+def test_tools_refuse_code_carrying_checkpoint(demo, tmp_path, tool):
+    config = helpers.write_tiny_config(tmp_path, 'seg')
+    evil, marker = code_carrying_checkpoint(tmp_path)
+    image = demo / 'data' / 'demo' / 'ade' / 'images' / 'validation' / '000000.jpg'
+    args = {
+        'test': ('test.py', config, evil, '--work-dir', tmp_path / 'work'),
+        'image_demo': ('image_demo.py', config, evil, image, '--out-file', tmp_path / 'out.png'),
+        'train_resume': ('train.py', config, '--resume', evil, '--work-dir', tmp_path / 'work'),
+    }[tool]
+    code, out = run_tool(demo, *args, ok=False)
+    assert code != 0
+    assert 'UnsafeCheckpointError' in out and refusal(evil) in out, out[-3000:]
+    assert not marker.exists()
+
+
+# ================================================================== 2. crash and resume
+def test_killed_atomic_write_leaves_the_previous_file(tmp_path):
+    """A process killed while writing a checkpoint leaves the old file intact; the partial data
+    sits in a hidden temporary file that nothing loads."""
+    target = tmp_path / 'iter_4.pth'
+    atomic_write(str(target), b'old' * 1000)
+    pid = os.fork()
+    if pid == 0:  # the child: cut the written data in half, then die before the rename
+        try:
+            def truncate_and_die(fd):
+                os.ftruncate(fd, 1500)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            os.fsync = truncate_and_die
+            atomic_write(str(target), b'new' * 1000)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert target.read_bytes() == b'old' * 1000
+    partial = list(tmp_path.glob('.iter_4.pth.*.tmp'))
+    assert len(partial) == 1 and partial[0].stat().st_size == 1500
+
+
+def test_atomic_write_keeps_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write(str(tmp_path / 'a.pth'), b'x')
+        with open(tmp_path / 'b.pth', 'wb') as f:
+            f.write(b'x')
+    finally:
+        os.umask(umask)
+    assert (tmp_path / 'a.pth').stat().st_mode == (tmp_path / 'b.pth').stat().st_mode
+
+
+class _ToyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x, mode='loss'):
+        return dict(loss=(self.linear(self.drop(torch.stack(x))) - 1).pow(2).mean())
+
+
+class _ToyData(Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return dict(x=torch.full((2, ), float(index)) + torch.rand(2))
+
+
+def _toy_runner(work_dir, max_iters=6, custom_hooks=(), resume=False, max_keep_ckpts=1):
+    """A Runner of a 2-parameter model with dropout and random data; each one has its own
+    experiment name, hence its own MessageHub, even when several start within a second."""
+    torch.manual_seed(0)  # the model is built here, before the Runner seeds everything
+    return Runner(
+        model=_ToyModel(), work_dir=str(work_dir), resume=resume,
+        experiment_name=f'toy_{next(_RUN_IDS)}_{osp.basename(str(work_dir))}',
+        train_dataloader=dict(dataset=_ToyData(), batch_size=2,
+                              sampler=dict(type='InfiniteSampler', shuffle=True)),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=4)],
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CrashSafeCheckpointHook', interval=2,
+                                           by_epoch=False, max_keep_ckpts=max_keep_ckpts)),
+        custom_hooks=list(custom_hooks), randomness=dict(seed=0))
+
+
+_RUN_IDS = itertools.count()
+
+
+class _FailingSave(Exception):
+    pass
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    """mmengine's CheckpointHook deletes the kept checkpoint before writing the next one; with
+    max_keep_ckpts=1 a crash while saving left nothing to resume from."""
+    from mmengine.hooks import Hook
+
+    class FailSaveAt4(Hook):
+
+        def before_save_checkpoint(self, runner, checkpoint):
+            if checkpoint['meta']['iter'] == 4:
+                raise _FailingSave
+
+    runner = _toy_runner(tmp_path, custom_hooks=[FailSaveAt4()])
+    with pytest.raises(_FailingSave):
+        runner.train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+
+
+def test_resume_checkpoint_falls_back_to_the_newest_file(tmp_path):
+    assert find_resume_checkpoint(str(tmp_path)) is None
+    for name in ('iter_2.pth', 'iter_10.pth', 'epoch_3.pth', 'best_iter_12.pth'):
+        (tmp_path / name).write_bytes(b'')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_12.pth'))  # deleted since
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_10.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+
+
+def test_rng_state_round_trips_through_the_safe_loader(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's legacy state
+    torch.save({'rng_state': get_rng_state()}, tmp_path / 'c.pth')
+    expected = (random.random(), np.random.standard_normal(3), torch.rand(3))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    set_rng_state(load_checkpoint_file(str(tmp_path / 'c.pth'))['rng_state'])
+    got = (random.random(), np.random.standard_normal(3), torch.rand(3))
+    assert got[0] == expected[0]
+    assert np.array_equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+def test_toy_run_resumes_to_the_same_weights(tmp_path):
+    """In-process: an interrupted run resumed by mmengine plus RNGStateHook matches an
+    uninterrupted one exactly (dropout and random data draw from the restored state)."""
+    hooks = [dict(type='RNGStateHook')]
+    full = _toy_runner(tmp_path / 'full', custom_hooks=hooks)
+    full.train()
+    first = _toy_runner(tmp_path / 'part', max_iters=3, custom_hooks=hooks, max_keep_ckpts=-1)
+    first.train()  # stops after iteration 3 (as if killed): resume from iteration 2
+    (tmp_path / 'part' / 'iter_3.pth').unlink()
+    (tmp_path / 'part' / 'last_checkpoint').write_text(str(tmp_path / 'part' / 'iter_2.pth'))
+    resumed = _toy_runner(tmp_path / 'part', custom_hooks=hooks, resume=True)
+    resumed.train()
+    assert torch.equal(resumed.model.linear.weight, full.model.linear.weight)
+    assert torch.equal(resumed.model.linear.bias, full.model.linear.bias)
+
+
+def _same_training_state(a, b):
+    assert a['meta']['iter'] == b['meta']['iter']
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for key, value in a['state_dict'].items():
+        assert torch.equal(value, b['state_dict'][key]), key
+    for index, state in a['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(value, b['optimizer']['state'][index][name]), (index, name)
+    assert a['param_schedulers'] == b['param_schedulers']
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_weights(demo, tmp_path):
+    """tools/train.py killed with SIGKILL between checkpoints, then again while saving, and
+    resumed with --resume (auto) ends with bitwise the weights of an uninterrupted run."""
+    def config(name, **kwargs):
+        return helpers.write_tiny_config(tmp_path, 'seg', name=name, max_iters=6, **kwargs)
+
+    full, work = tmp_path / 'full', tmp_path / 'work'
+    # A: uninterrupted, keeping every checkpoint
+    run_tool(demo, 'train.py', config('a.py', max_keep_ckpts=-1), '--work-dir', full)
+    # B: killed after iteration 3, between the checkpoints of iterations 2 and 4
+    code, _ = run_tool(demo, 'train.py', config('b.py', hooks=[dict(
+        type='KillAfterIterHook', iteration=3)]), '--work-dir', work, ok=False)
+    assert code == -signal.SIGKILL
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_2.pth']
+    # C: resumes from iteration 2; killed while saving iteration 4, after the temporary file is
+    # written and before the rename (the demo config keeps one checkpoint: max_keep_ckpts=1)
+    code, out = run_tool(demo, 'train.py', config('c.py', hooks=[dict(
+        type='KillBeforeRenameHook', iteration=4)]), '--work-dir', work, '--resume', ok=False)
+    assert code == -signal.SIGKILL
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_2.pth']
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+    unrenamed = list(work.glob('.iter_4.pth.*.tmp'))
+    assert len(unrenamed) == 1
+    # what C trained after resuming is exactly A's iteration 4
+    _same_training_state(load_checkpoint_file(str(unrenamed[0])),
+                         load_checkpoint_file(str(full / 'iter_4.pth')))
+    # D: resumes from iteration 2 again and finishes
+    _, out = run_tool(demo, 'train.py', config('d.py'), '--work-dir', work, '--resume')
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert not list(work.glob('.*.tmp'))
+    assert all(hook in out for hook in MMMV_HOOKS), 'the tools run with mmmv\'s hooks'
+    _same_training_state(load_checkpoint_file(str(work / 'iter_6.pth')),
+                         load_checkpoint_file(str(full / 'iter_6.pth')))
+
+
+# ================================================================== 3. clear errors
+def test_load_config_adds_the_reliability_hooks(tmp_path):
+    cfg = load_config(helpers.DEMO_CONFIGS['seg'], work_dir=str(tmp_path))
+    names = [hook['type'] for hook in cfg.custom_hooks]
+    assert [n for n in names if n in MMMV_HOOKS] == list(MMMV_HOOKS[:3])
+    assert cfg.default_hooks.checkpoint.type == 'CrashSafeCheckpointHook'
+    add_reliability_hooks(cfg)
+    assert [hook['type'] for hook in cfg.custom_hooks] == names  # no duplicates
+    listed = load_config(helpers.DEMO_CONFIGS['seg'], work_dir=str(tmp_path), cfg_options={
+        'custom_hooks': [dict(type='FiniteLossHook', key='decode.loss_ce')]})
+    assert [h['type'] for h in listed.custom_hooks].count('FiniteLossHook') == 1
+    assert listed.custom_hooks[0]['key'] == 'decode.loss_ce'
+
+
+@pytest.mark.parametrize('task,layout', [('seg', 'data/ade/ADEChallengeData2016/{images,'),
+                                         ('det', 'data/coco/{train2017,val2017,annotations}')])
+def test_missing_data_root_says_how_to_get_the_data(tmp_path, monkeypatch, task, layout):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(helpers.DEMO_CONFIGS[task], work_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_paths(cfg, ['train_dataloader'])
+    message = str(info.value)
+    assert "data_root 'data/demo/" in message and str(tmp_path) in message
+    assert 'python tools/make_demo_data.py' in message and '`make demo`' in message
+    assert layout in message
+
+
+def test_train_tool_stops_before_building_when_data_is_missing(tmp_path):
+    code, out = run_tool(tmp_path, 'train.py', helpers.DEMO_CONFIGS['seg'], '--work-dir',
+                         tmp_path / 'work', ok=False)
+    assert code != 0
+    assert "FileNotFoundError: data_root 'data/demo/ade'" in out
+    assert 'tools/make_demo_data.py' in out
+    assert 'Hooks will be executed' not in out  # failed before the runner was built
+
+
+@pytest.mark.parametrize('option,value,named', [
+    ('train_dataloader.dataset.ann_file', 'annotations/nope.json',
+     "annotation file 'data/demo/coco/annotations/nope.json' of train_dataloader.dataset."
+     'ann_file'),
+    ('val_evaluator.ann_file', 'data/demo/coco/annotations/gone.json',
+     "annotation file 'data/demo/coco/annotations/gone.json' of val_evaluator.ann_file"),
+    ('train_dataloader.dataset.data_prefix.img', 'train_images/',
+     "folder 'data/demo/coco/train_images/' of train_dataloader.dataset.data_prefix.img"),
+])
+def test_missing_annotation_file_or_folder_is_named(demo, monkeypatch, option, value, named):
+    monkeypatch.chdir(demo)
+    cfg = load_config(helpers.DEMO_CONFIGS['det'], work_dir=str(demo / 'work'))
+    check_dataset_paths(cfg, ['train_dataloader', 'val_dataloader'], ['val_evaluator'])
+    cfg.merge_from_dict({option: value})
+    with pytest.raises(FileNotFoundError, match=re.escape(named)):
+        check_dataset_paths(cfg, ['train_dataloader', 'val_dataloader'], ['val_evaluator'])
+
+
+@pytest.mark.parametrize('target,content,problem', [
+    ('images/training/000003.jpg', b'', 'is empty (0 bytes)'),
+    ('images/training/000003.jpg', b'\xff\xd8\xff\xe0 not a jpeg' * 8, 'cannot be decoded'),
+    ('annotations/training/000003.png', b'\x89PNG\r\n\x1a\n broken' * 8, 'cannot be decoded'),
+], ids=['empty_image', 'corrupt_image', 'corrupt_label_map'])
+def test_bad_file_in_the_dataset_is_named(demo, tmp_path, monkeypatch, target, content, problem):
+    shutil.copytree(demo / 'data', tmp_path / 'data')
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / 'data' / 'demo' / 'ade' / target
+    bad.write_bytes(content)
+    cfg = load_config(helpers.write_tiny_config(tmp_path, 'seg'), work_dir=str(tmp_path / 'w'))
+    runner = build_runner(cfg)  # the runner the tools use: its dataloaders name bad files
+    dataset = runner.build_dataloader(cfg.train_dataloader).dataset
+    assert isinstance(dataset.pipeline, FileNamingPipeline)
+    index = next(i for i in range(len(dataset))
+                 if dataset.get_data_info(i)['img_path'].endswith('000003.jpg'))
+    with pytest.raises(DataFileError, match=re.escape(f"'data/demo/ade/{target}' {problem}")):
+        dataset[index]
+    dataset[(index + 1) % len(dataset)]  # good samples still load
+
+
+def test_init_cfg_checkpoint_of_another_arch_names_keys_and_shapes(tmp_path):
+    path = tmp_path / 'mambavision_tiny.pth'
+    torch.save({'state_dict': MambaVision(arch='tiny').state_dict()}, path)
+    small = MambaVision(arch='small', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError, match=re.escape(
+            'patch_embed.conv_down.0.weight: checkpoint (32, 3, 3, 3), model (64, 3, 3, 3)')):
+        small.init_weights()
+
+
+def _other_arch_segmentor_checkpoint(folder):
+    """A checkpoint of the tiny segmentor built with a wider backbone (helpers.OTHER_ARCH)."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(helpers.write_tiny_config(folder, 'seg', name='other.py',
+                                                    arch=helpers.OTHER_ARCH))
+    path = folder / 'other_arch.pth'
+    torch.save({'state_dict': MODELS.build(cfg.model).state_dict(), 'meta': {}}, path)
+    return path
+
+
+OTHER_ARCH_MISMATCH = ('backbone.patch_embed.conv_down.3.weight: checkpoint (24, 16, 3, 3), '
+                       'model (16, 16, 3, 3)')
+
+
+def test_load_checkpoint_exact_names_keys_and_shapes(tmp_path):
+    path = tmp_path / 'c.pth'
+    torch.save({'state_dict': {'weight': torch.zeros(3, 2)}}, path)
+    model = nn.Linear(2, 2)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_checkpoint_exact(model, str(path))
+    message = str(info.value)
+    assert 'weight: checkpoint (3, 2), model (2, 2)' in message and 'bias' in message
+    assert str(path) in message
+
+
+def test_image_demo_rejects_checkpoint_of_another_arch(demo, tmp_path, monkeypatch):
+    from mmseg.apis import init_model
+    import mmseg.apis.inference as inference
+    monkeypatch.chdir(demo)
+    path = _other_arch_segmentor_checkpoint(tmp_path)
+    cfg = load_config(helpers.write_tiny_config(tmp_path, 'seg'))
+    with _load_tool_module('image_demo').exact_checkpoint_loading(inference):
+        with pytest.raises(CheckpointMismatchError, match=re.escape(OTHER_ARCH_MISMATCH)):
+            init_model(cfg, str(path), device='cpu')
+
+
+@pytest.mark.slow
+def test_test_tool_rejects_checkpoint_of_another_arch(demo, tmp_path):
+    """mmengine only warns on shape mismatches and tests a partly random model; tools/test.py
+    stops with the keys and shapes."""
+    path = _other_arch_segmentor_checkpoint(tmp_path)
+    config = helpers.write_tiny_config(tmp_path, 'seg')
+    code, out = run_tool(demo, 'test.py', config, path, '--work-dir', tmp_path / 'w', ok=False)
+    assert code != 0
+    assert 'CheckpointMismatchError' in out and OTHER_ARCH_MISMATCH in out, out[-3000:]
+    assert str(path) in out and not (tmp_path / 'w' / 'metrics.json').exists()
+
+
+def test_nan_loss_stops_training_at_its_iteration(tmp_path):
+    runner = _toy_runner(tmp_path, custom_hooks=[dict(type='FiniteLossHook'),
+                                                 dict(type='NaNWeightsHook', iteration=3)])
+    with pytest.raises(FloatingPointError, match=r'loss became nan at iteration 3\b') as info:
+        runner.train()
+    assert str(tmp_path / 'iter_2.pth') in str(info.value)
+    assert not (tmp_path / 'iter_4.pth').exists()
+
+
+# ================================================================== 4. mixed precision
+def test_mixer_scans_in_float32_under_cpu_autocast(monkeypatch):
+    from mmmv.models.mixers import MambaVisionMixer
+    scan_module = importlib.import_module('mmmv.ops.selective_scan')  # the module, not the op
+    seen = []
+    run = scan_module._run_own_backend
+
+    def spy(name, *args):
+        dtypes = {a.dtype for a in args if isinstance(a, torch.Tensor)}
+        seen.append((dtypes, torch.is_autocast_enabled('cpu')))
+        return run(name, *args)
+
+    monkeypatch.setattr(scan_module, '_run_own_backend', spy)
+    torch.manual_seed(0)
+    mixer = MambaVisionMixer(32)
+    x = torch.randn(2, 49, 32)
+    expected = mixer(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = mixer(x)
+    assert seen[-1] == ({torch.float32}, False)  # the scan itself: float32, autocast off
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    torch.testing.assert_close(y.float(), expected, rtol=0.05,
+                               atol=0.05 * expected.abs().max().item())
+
+
+def test_mmcv_ops_take_bfloat16_under_cpu_autocast():
+    from mmcv.ops import RoIAlign, nms
+    mmcv_ops_in_float32()
+    feats = torch.randn(1, 4, 16, 16, requires_grad=True)
+    rois = torch.tensor([[0., 1., 1., 10., 10.], [0., 2., 3., 12., 14.]])
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = RoIAlign((2, 2), 1.0)(feats.bfloat16(), rois.bfloat16())
+        _, keep = nms(boxes.bfloat16(), scores.bfloat16(), 0.5)
+    assert out.dtype == torch.bfloat16 and keep.tolist() == [0, 2]
+    out.float().sum().backward()
+    assert feats.grad is not None and torch.isfinite(feats.grad).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('task', ['seg', 'det'])
+def test_amp_training_keeps_losses_finite(demo, tmp_path, task):
+    config = helpers.write_tiny_config(tmp_path, task, max_iters=4)
+    _, out = run_tool(demo, 'train.py', config, '--amp', '--work-dir', tmp_path / 'w')
+    assert 'mixed precision runs as bfloat16 CPU autocast' in out
+    losses = re.findall(r'Iter\(train\) \[\s*\d+/4\].*?  loss: (\S+)', out)
+    assert len(losses) == 4 and all(math.isfinite(float(v)) for v in losses), losses
