@@ -22,6 +22,8 @@ $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/
 	$(PIP) torch torchvision
 	wheel=$$(bash tools/build_mmcv.sh $(PY) | tail -n 1) && $(PIP) "$$wheel"
 	$(PIP) --no-build-isolation -e ".[tests]"
+	# the editable install does not compile extensions: build the C++ scan kernel in place
+	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
 test: install

@@ -31,9 +31,11 @@ adds handles (:data:`EXTRA_FLOP_HANDLES`):
   i.e. 4n + 2 = 34 MACs per (b, d, l) for MambaVision's n = 8. exp, softplus and the bias add
   are elementwise and not counted. With the C++ / PyTorch backends the D * u term is traced as an
   ``aten::addcmul`` on the scan's output; that addcmul is counted as part of the scan, so the total
-  does not depend on the backend (other addcmuls are elementwise and not counted). This is how
-  fvcore-style MAC counters tally Mamba's reference scan (e.g. VMamba's
-  ``flops_selective_scan_ref``: 4 * b*d*l*n, plus b*d*l for delta * u and b*d*l for D).
+  does not depend on the backend (other addcmuls are elementwise and not counted). This is the
+  count an fvcore-style tally of Mamba's reference scan gives (VMamba's
+  ``flops_selective_scan_ref``: 4 b*d*l*n + b*d*l, plus b*d*l for D); VMamba's
+  ``flops_selective_scan_fn`` uses 9 b*l*d*n instead. Either way the scan is well under 0.1 % of
+  a MambaVision detector's or segmentor's count.
 - **Attention.** ``aten::scaled_dot_product_attention`` with q (..., L, E), k (..., S, E) and v
   (..., S, Ev) costs prod(...) * L * S * (E + Ev) MACs: q @ k^T and attn @ v
   (:func:`attention_macs`; 2 * B * heads * L * L * head_dim for self-attention). Softmax and the
@@ -254,7 +256,7 @@ class _RoICounter:
 
     def __call__(self, module, args):
         if len(args) > 1 and isinstance(args[1], torch.Tensor):
-            self.counts.append(args[1].shape[0])
+            self.counts.append(int(args[1].shape[0]))
 
 
 def model_complexity(cfg, shape=None, extra_handles=True):

@@ -24,11 +24,11 @@ import torch
 from mmengine.dist import get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.runner import BaseLoop
 
 from .checkpoint import atomic_write
-from .input_checks import CheckpointMismatchError, checkpoint_mismatches, describe_mismatch
+from .input_checks import (CheckpointMismatchError, checkpoint_mismatches, describe_mismatch,
+                           unwrap_model)
 
 RNG_KEY = 'rng_state'
 
@@ -182,7 +182,8 @@ class RNGStateHook(Hook):
             loop.dataloader_iterator = _RestoreAfterSkip(loop, runner.iter, state)
         else:
             set_rng_state(state)
-        _log(f'random state restored from the checkpoint (iteration {runner.iter})')
+        _log(f'the random state of iteration {runner.iter} (from the checkpoint) is restored '
+             'before the first new batch is loaded')
 
     def before_val(self, runner):
         self._outside_val = get_rng_state()
@@ -208,9 +209,9 @@ class CheckpointFitHook(Hook):
     priority = 'LOW'  # after hooks that rewrite the checkpoint (EMA)
 
     def after_load_checkpoint(self, runner, checkpoint):
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = checkpoint.get('state_dict', checkpoint)
-        shapes, missing, unexpected = checkpoint_mismatches(model.state_dict(), state)
+        shapes, missing, unexpected = checkpoint_mismatches(unwrap_model(runner.model).state_dict(),
+                                                            state)
         if not (shapes or missing):
             return
         resuming = bool(getattr(runner, '_resume', False))

@@ -236,12 +236,21 @@ def describe_mismatch(name, shapes, missing, unexpected=()) -> str:
             'of classes?): ' + ' | '.join(parts))
 
 
+def unwrap_model(model):
+    """The model whose state dict a checkpoint holds: without DDP wrappers and TTA models (as
+    mmengine's ``load_state_dict`` unwraps them)."""
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
 def check_checkpoint_fits(model, checkpoint: Dict, name: str, allow_missing=False) -> None:
     """Raise :class:`CheckpointMismatchError` when a tensor of ``checkpoint`` (an mmengine
     checkpoint dict or a plain state dict) has another shape than the model's, or (unless
     ``allow_missing``) a model tensor is missing from it."""
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    shapes, missing, _ = checkpoint_mismatches(model.state_dict(), state)
+    shapes, missing, _ = checkpoint_mismatches(unwrap_model(model).state_dict(), state)
     missing = [] if allow_missing else missing
     if shapes or missing:
         raise CheckpointMismatchError(describe_mismatch(name, shapes, missing))

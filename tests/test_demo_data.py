@@ -20,6 +20,9 @@ _spec.loader.exec_module(mdd)
 
 SMALL = dict(num_train=6, num_val=4, size=96)
 
+# pycocotools' mask decoding trips a numpy 2 deprecation warning on every call
+pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
+
 
 def _make(path, **kw):
     args = dict(SMALL, seed=0, verbose=False)
@@ -142,6 +145,37 @@ def test_coco_consistent(demo, split, ade_split):
         # the ADE image shows the same scene (JPEG, so only nearly the same pixels)
         jpg = cv2.imread(str(demo / f'ade/images/{ade_split}' / img_info['file_name'].replace('.png', '.jpg')))
         assert np.abs(jpg.astype(float) - img).mean() < 8
+
+
+def _instance_hues(root):
+    """Mean hue (degrees) of the visible pixels of every instance, with its class id."""
+    out = []
+    for split in ('train', 'val'):
+        coco = COCO(str(root / f'coco/annotations/instances_{split}.json'))
+        for img_info in coco.loadImgs(coco.getImgIds()):
+            img = cv2.imread(str(root / f'coco/{split}' / img_info['file_name']))
+            hsv = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_BGR2HSV)
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_info['id'])):
+                hue = np.deg2rad(hsv[..., 0][coco.annToMask(ann) > 0])
+                mean = np.rad2deg(np.arctan2(np.sin(hue).mean(), np.cos(hue).mean())) % 360
+                out.append((ann['category_id'], mean))
+    return out
+
+
+def test_colour_modes(demo, tmp_path):
+    # default 'class': every instance's hue lies in its class's family (centre +-50 degrees,
+    # a little more for the pixel noise)
+    for cat, hue in _instance_hues(demo):
+        centre = mdd.CLASS_HUES[cat - 1]
+        assert abs((hue - centre + 180) % 360 - 180) < 60, (cat, hue)
+    # 'random': same layout rules, any hue; recorded in meta.json
+    other = tmp_path / 'random'
+    _make(other, colours='random', num_train=20, num_val=2)
+    assert _load(other / 'meta.json')['colours'] == 'random'
+    off = [abs((hue - mdd.CLASS_HUES[cat - 1] + 180) % 360 - 180) for cat, hue in _instance_hues(other)]
+    assert max(off) > 60
+    with pytest.raises(ValueError):
+        _make(tmp_path / 'bad', colours='pastel')
 
 
 def test_skip_and_force(tmp_path, capsys):

@@ -32,7 +32,7 @@ from mmmv import checkpoint as mmmv_checkpoint
 from mmmv.checkpoint import UnsafeCheckpointError, atomic_write, load_checkpoint_file
 from mmmv.hooks import get_rng_state, set_rng_state
 from mmmv.input_checks import (CheckpointMismatchError, DataFileError, FileNamingPipeline,
-                               check_dataset_paths, load_checkpoint_exact)
+                               check_checkpoint_fits, check_dataset_paths, load_checkpoint_exact)
 from mmmv.models import MambaVision
 from mmmv.runtime import (add_reliability_hooks, build_runner, find_resume_checkpoint,
                           load_config, mmcv_ops_in_float32)
@@ -455,6 +455,25 @@ def test_load_checkpoint_exact_names_keys_and_shapes(tmp_path):
     message = str(info.value)
     assert 'weight: checkpoint (3, 2), model (2, 2)' in message and 'bias' in message
     assert str(path) in message
+
+
+def test_checkpoint_fit_sees_through_tta_wrappers():
+    """tools/test.py --tta wraps the model in a TTA model (keys 'module.*'); mmengine loads the
+    checkpoint into the inner model, and so does the check."""
+    from mmengine.model import BaseTTAModel
+
+    class TTA(BaseTTAModel):
+
+        def merge_preds(self, data_samples_list):
+            return data_samples_list
+
+    inner = _ToyModel()
+    tta = TTA(module=inner)
+    check_checkpoint_fits(tta, {'state_dict': inner.state_dict()}, 'c.pth')
+    wrong = {**inner.state_dict(), 'linear.weight': torch.zeros(3, 2)}
+    with pytest.raises(CheckpointMismatchError, match=re.escape(
+            'linear.weight: checkpoint (3, 2), model (1, 2)')):
+        check_checkpoint_fits(tta, {'state_dict': wrong}, 'c.pth')
 
 
 def test_image_demo_rejects_checkpoint_of_another_arch(demo, tmp_path, monkeypatch):
