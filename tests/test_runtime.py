@@ -39,10 +39,11 @@ def test_import_registers_in_mmdet_and_mmseg():
 
 def test_nvidia_config_keywords_build_through_registry():
     from mmdet.registry import MODELS
-    backbone = MODELS.build(dict(
-        type='MM_mamba_vision', dim=32, in_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
-        window_size=[8, 8, 4, 2], mlp_ratio=4., drop_path_rate=0.1, norm_layer='ln2d',
-        layer_scale=None, out_indices=(1, 3)))
+    with MODELS.switch_scope_and_registry('mmdet') as registry:  # whatever scope runs now
+        backbone = registry.build(dict(
+            type='MM_mamba_vision', dim=32, in_dim=16, depths=[1, 1, 2, 1],
+            num_heads=[1, 2, 2, 4], window_size=[8, 8, 4, 2], mlp_ratio=4., drop_path_rate=0.1,
+            norm_layer='ln2d', layer_scale=None, out_indices=(1, 3)))
     outs = backbone(torch.randn(1, 3, 64, 64))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 8, 8), (1, 256, 2, 2)]
 
