@@ -158,6 +158,15 @@ def profile_scan_share(model, x):
     return inside / 1e6 / total
 
 
+FLOPS_CACHE = {}
+
+
+def flops_key(arch, size, variant):
+    """Variants with the same forward arithmetic share a FLOP count (seqscan and noscan count as
+    mv: the count is that of the model's published computation)."""
+    return arch, size, variant if variant in ('fit', 'swin') else 'mv'
+
+
 def run_case(arch, size, mode, variants, args, device, log):
     """Rows of one (arch, size, mode): timings, ratios, memory, FLOPs."""
     x = make_input(size, mode, device)
@@ -170,25 +179,38 @@ def run_case(arch, size, mode, variants, args, device, log):
     load_after = common.load_average()
     medians = {v: common.median(times[v]) for v in variants}
 
+    launches = {}
+    if device.type == 'cuda':  # no host syncs and no per-token launches, checked
+        for v in ('mv', 'fit', 'seqscan') if mode == 'infer' else ('mv', 'fit'):
+            if v in variants:
+                launches[v] = common.cuda_syncs_and_launches(steps[v], device)
+                log(f'  {v}: host syncs, kernel launches per step: {launches[v]}')
+    peaks = {}
+    if args.memory and device.type == 'cuda':  # exact allocator statistics: no child needed
+        for v in variants:
+            if v in args.memory_variants:
+                peaks[v] = common.cuda_step_peak(steps[v], device, warmup=0) / common.MIB
     macs = {}
     if args.flops:
         for v in variants:
-            key = 'swin' if v == 'swin' else ('fit' if v == 'fit' else 'mv')
-            if key not in macs:
+            key = flops_key(arch, size, v)
+            if key not in FLOPS_CACHE:
                 models[v].eval()  # (mmdet's Swin.train() returns None: no chaining)
-                macs[key] = common.count_macs(models[v], (make_input(size, 'infer', device), ))
+                FLOPS_CACHE[key] = common.count_macs(
+                    models[v], (make_input(size, 'infer', device), ))
+            macs[v] = FLOPS_CACHE[key]
     scan_share = None
     if mode == 'infer' and 'mv' in variants and args.profile_scan and device.type == 'cpu':
         scan_share = profile_scan_share(models['mv'], x)
     del models, steps
+    common.release_memory()
 
     rows = []
     for v in variants:
-        key = 'swin' if v == 'swin' else ('fit' if v == 'fit' else 'mv')
-        fwd_macs = macs.get(key)
+        fwd_macs = macs.get(v)
         step_macs = None if fwd_macs is None else fwd_macs * (1 if mode == 'infer' else 3 * MODES[mode])
-        peak = None
-        if args.memory and v in args.memory_variants:
+        peak = peaks.get(v)
+        if args.memory and v in args.memory_variants and device.type != 'cuda':
             spec = dict(arch=arch, size=size, mode=mode, variant=v, device=str(device),
                         threads=torch.get_num_threads(), warmup=1)
             log(f'  memory {arch} {size} {mode} {v}')
@@ -199,6 +221,7 @@ def run_case(arch, size, mode, variants, args, device, log):
             vs_swin=medians['swin'] / medians[v] if 'swin' in medians else None,
             peak_mib=peak, macs=step_macs,
             gflops=None if step_macs is None else 2 * step_macs / medians[v] / 1e9,
+            syncs_launches=launches.get(v),
             load_before=load_before, load_after=load_after))
     noscan = medians.get('noscan')
     shares = dict(profiler=scan_share,
@@ -217,6 +240,10 @@ def print_table(rows, shares, matmul, title):
               common.fmt(r['gflops'], '.1f'),
               common.fmt(None if r['gflops'] is None else 100 * r['gflops'] / matmul, '.0f') + '%'
               if r['gflops'] else '-'] for r in rows]
+    if any(r['syncs_launches'] for r in rows):
+        headers.append('host syncs / kernel launches')
+        for line, r in zip(table, rows):
+            line.append('{} / {}'.format(*r['syncs_launches']) if r['syncs_launches'] else '-')
     r0 = rows[0]
     print(f'\n#### {title}  (load {common.format_load(r0["load_before"])} before, '
           f'{common.format_load(r0["load_after"])} after)\n')

@@ -128,6 +128,32 @@ def matmul_gflops(device, n=None, reps=5):
     return 2 * n**3 / median(times) / 1e9
 
 
+def cuda_syncs_and_launches(step, device):
+    """(host synchronisations, CUDA kernel launches) of one call of step on a GPU.
+
+    Synchronisations: the operations torch.cuda's sync debug mode warns about (``.item()``,
+    device-to-host copies, ``nonzero`` ...). Launches: kernel-launch calls seen by torch.profiler.
+    """
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    torch.cuda.synchronize(device)
+    syncs = sum('synchroniz' in str(w.message).lower() for w in caught)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize(device)
+    launches = sum(e.count for e in prof.key_averages() if 'LaunchKernel' in e.key)
+    return syncs, launches
+
+
 # -------------------------------------------------------------------------------------- FLOPs
 def count_macs(model, inputs):
     """Multiply-accumulates of model(*inputs) by ``mmmv.flops`` (fvcore-style: one MAC = one
@@ -142,6 +168,14 @@ def count_macs(model, inputs):
 
 
 # ------------------------------------------------------------------------------------- memory
+def release_memory():
+    """Give freed memory back (garbage cycles, glibc's free lists, CUDA's cache)."""
+    gc.collect()
+    _malloc_trim()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _proc_status_kib(field):
     with open('/proc/self/status') as f:
         return int(re.search(rf'^{field}:\s+(\d+) kB', f.read(), re.M).group(1))

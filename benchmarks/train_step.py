@@ -198,6 +198,7 @@ def main():
         times = common.time_interleaved(steps, args.reps, device, warmup=args.warmup, log=log)
         load_after = common.load_average()
         del steps
+        common.release_memory()
         macs = forward_macs(name) if args.flops else None
         peaks = {}
         for cp in (False, True):

@@ -14,8 +14,8 @@ num_classes = len(classes)
 data_root = 'data/demo/ade'
 img_size = (192, 192)
 
-max_iters = 300
-warmup_iters = 30
+max_iters = 200
+warmup_iters = 20
 
 head_norm_cfg = dict(type='BN', requires_grad=True)
 
