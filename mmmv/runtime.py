@@ -318,3 +318,26 @@ def load_config(path: str, cfg_options=None, work_dir=None, launcher='none') -> 
     task_of(cfg)
     add_reliability_hooks(cfg)
     return adapt_to_device(cfg)
+
+
+def add_runner_arguments(parser):
+    """Add the flags ``tools/train.py`` and ``tools/test.py`` share (mmdet's / mmseg's names)."""
+    from mmengine.config import DictAction
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle checkpoints fully (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_runner_arguments(parser):
+    """Parse, and export what the shared flags set: LOCAL_RANK, MMMV_UNSAFE_LOAD."""
+    import os
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.unsafe_load:
+        os.environ['MMMV_UNSAFE_LOAD'] = '1'
+    return args

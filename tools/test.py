@@ -12,7 +12,7 @@ import json
 import os
 import os.path as osp
 
-from mmengine.config import DictAction
+from mmmv.runtime import add_runner_arguments, parse_runner_arguments  # registers mmmv
 
 
 def parse_args():
@@ -26,16 +26,7 @@ def parse_args():
     parser.add_argument('--show-dir', help='save drawn predictions into this dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle the checkpoint fully (only for files you trust)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_arguments(add_runner_arguments(parser))
 
 
 def format_metrics(metrics):
@@ -46,9 +37,6 @@ def format_metrics(metrics):
 
 def main():
     args = parse_args()
-    if args.unsafe_load:
-        os.environ['MMMV_UNSAFE_LOAD'] = '1'
-    import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
     from mmengine.dist import get_rank
     from mmmv.input_checks import check_dataset_paths
     from mmmv.runtime import (build_runner, enable_result_dump, enable_tta,

@@ -7,9 +7,8 @@ Checks that the dataset paths exist before building anything. mmmv's hooks stop 
 non-finite loss and make `--resume` continue exactly where a killed run left off (mmmv.hooks).
 """
 import argparse
-import os
 
-from mmengine.config import DictAction
+from mmmv.runtime import add_runner_arguments, parse_runner_arguments  # registers mmmv
 
 
 def parse_args():
@@ -22,23 +21,11 @@ def parse_args():
                         help='scale the lr by total batch / auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CHECKPOINT, or from the latest one in the work dir')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle checkpoints fully (only for files you trust)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_runner_arguments(add_runner_arguments(parser))
 
 
 def main():
     args = parse_args()
-    if args.unsafe_load:
-        os.environ['MMMV_UNSAFE_LOAD'] = '1'
-    import mmmv  # noqa: F401  (registers the backbone, safe checkpoint loading)
     from mmmv.input_checks import check_dataset_paths
     from mmmv.runtime import (adapt_to_device, build_runner, enable_amp, find_resume_checkpoint,
                               load_config)
