@@ -181,7 +181,7 @@ def run_case(arch, size, mode, variants, args, device, log):
 
     launches = {}
     if device.type == 'cuda':  # no host syncs and no per-token launches, checked
-        for v in ('mv', 'fit', 'seqscan') if mode == 'infer' else ('mv', 'fit'):
+        for v in ('mv', 'fit'):  # (seqscan: one launch or more per token by design)
             if v in variants:
                 launches[v] = common.cuda_syncs_and_launches(steps[v], device)
                 log(f'  {v}: host syncs, kernel launches per step: {launches[v]}')
