@@ -4,10 +4,13 @@ For each arch (T, S, B), input size and mode the script times, interleaved in on
 
     mv       MambaVision as shipped (scan backend: MMMV_SCAN_BACKEND, default 'auto': the C++
              kernel on a CPU, mamba-ssm or the PyTorch scan on CUDA)
-    seqscan  the same weights with the plain sequential-loop scan (``selective_scan_ref``, one step
-             per token): what the published code amounts to without its CUDA kernel
-    noscan   the same weights with the scan replaced by a no-op (returns its input): the time
-             without the scan, to bound the scan's share of the backbone
+    ref      the same weights and scan without the model's exact shortcuts
+             (``mmmv.models.fast_paths(False)``): the published computation op for op
+    refloop  ref with the plain sequential-loop scan (``selective_scan_ref``, one step per token):
+             what the published code amounts to without its CUDA kernel -- THE BASELINE
+    loop     mv with the sequential-loop scan (isolates the scan: same model code as mv)
+    noscan   mv with the scan replaced by a no-op (returns its input): the time without the
+             scan, to bound the scan's share of the backbone
     fit      MambaVision with ``fit_window=True`` (windows shrunk to the feature map; the documented
              option with other numerics)
     swin     mmdet's SwinTransformer of the matching size (T: 96, depths 2-2-6-2, heads 3-6-12-24;
@@ -19,7 +22,7 @@ S (8, 8, 160, 56), B (8, 8, 64, 32)); '800x1280' = 800x1280 with the detection w
 forward + backward of batch 2 in train mode (loss: sum of the outputs' means; gradients reset to
 None before each step, as optimizers do).
 
-Reported per row: median wall time, speed-ups against seqscan and against swin (>1 = faster than
+Reported per row: median wall time, speed-ups against refloop and against swin (>1 = faster than
 it), peak memory of one step (fresh child process each; see ``benchmarks/common.py`` for the
 method), the forward's multiply-accumulates counted by ``mmmv.flops`` (the published computation,
 padded windows included; training: 3 x batch x forward, the usual estimate) and the achieved rate
@@ -54,8 +57,11 @@ SIZES = {  # name: ((H, W), published windows per arch)
     '800x1280': ((800, 1280), dict.fromkeys('TSB', (8, 8, 112, 56))),
 }
 MODES = {'infer': 1, 'train': 2}  # mode: batch size
-VARIANTS = ('mv', 'seqscan', 'noscan', 'fit', 'swin')
-SLOW_VARIANTS = ('seqscan', )  # timed with --baseline-reps
+VARIANTS = ('mv', 'ref', 'refloop', 'loop', 'noscan', 'fit', 'swin')
+SLOW_VARIANTS = ('refloop', 'loop')  # timed with --baseline-reps
+PLAIN_VARIANTS = ('ref', 'refloop')  # run with fast_paths(False)
+BASELINE = 'refloop'
+
 
 
 # ------------------------------------------------------------------------------------ models
@@ -77,7 +83,7 @@ def no_scan(u, *args, **kwargs):
 
 def scan_for(variant):
     """The scan function a variant runs with, or None for the shipped one."""
-    if variant == 'seqscan':
+    if variant in ('refloop', 'loop'):
         from mmmv.ops import selective_scan_ref
         return selective_scan_ref
     return no_scan if variant == 'noscan' else None
@@ -100,8 +106,15 @@ def build_model(arch, size, variant, device):
 
 def make_step(model, variant, mode, x):
     """A callable running one inference forward or one training forward + backward."""
+    from mmmv.models import fast_paths
     scan = scan_for(variant)
-    patch = (lambda: patched_scan(scan)) if scan else contextlib.nullcontext
+    plain = variant in PLAIN_VARIANTS
+
+    @contextlib.contextmanager
+    def patch():
+        with (patched_scan(scan) if scan else contextlib.nullcontext()), \
+                fast_paths(not plain):
+            yield
     if mode == 'infer':
         model.eval()
 
@@ -162,8 +175,8 @@ FLOPS_CACHE = {}
 
 
 def flops_key(arch, size, variant):
-    """Variants with the same forward arithmetic share a FLOP count (seqscan and noscan count as
-    mv: the count is that of the model's published computation)."""
+    """Variants with the same forward arithmetic share a FLOP count (all but fit and swin count
+    as mv: the count is that of the model's published computation)."""
     return arch, size, variant if variant in ('fit', 'swin') else 'mv'
 
 
@@ -173,15 +186,17 @@ def run_case(arch, size, mode, variants, args, device, log):
     models = {v: build_model(arch, size, v, device) for v in variants}
     steps = {v: make_step(models[v], v, mode, x) for v in variants}
     reps = {v: args.baseline_reps if v in SLOW_VARIANTS else args.reps for v in variants}
-    load_before = common.load_average()
-    log(f'  timing {arch} {size} {mode}: {", ".join(variants)} (reps {reps})')
-    times = common.time_interleaved(steps, reps, device, warmup=args.warmup, log=log)
-    load_after = common.load_average()
+    load_before = load_after = common.load_average()
+    times = {v: [] for v in variants}
+    if args.timing:
+        log(f'  timing {arch} {size} {mode}: {", ".join(variants)} (reps {reps})')
+        times = common.time_interleaved(steps, reps, device, warmup=args.warmup, log=log)
+        load_after = common.load_average()
     medians = {v: common.median(times[v]) for v in variants}
 
     launches = {}
     if device.type == 'cuda':  # no host syncs and no per-token launches, checked
-        for v in ('mv', 'fit'):  # (seqscan: one launch or more per token by design)
+        for v in ('mv', 'fit'):  # (the loops: one launch or more per token by design)
             if v in variants:
                 launches[v] = common.cuda_syncs_and_launches(steps[v], device)
                 log(f'  {v}: host syncs, kernel launches per step: {launches[v]}')
@@ -200,7 +215,8 @@ def run_case(arch, size, mode, variants, args, device, log):
                     models[v], (make_input(size, 'infer', device), ))
             macs[v] = FLOPS_CACHE[key]
     scan_share = None
-    if mode == 'infer' and 'mv' in variants and args.profile_scan and device.type == 'cpu':
+    if (mode == 'infer' and 'mv' in variants and args.profile_scan and args.timing
+            and device.type == 'cpu'):
         scan_share = profile_scan_share(models['mv'], x)
     del models, steps
     common.release_memory()
@@ -208,7 +224,8 @@ def run_case(arch, size, mode, variants, args, device, log):
     rows = []
     for v in variants:
         fwd_macs = macs.get(v)
-        step_macs = None if fwd_macs is None else fwd_macs * (1 if mode == 'infer' else 3 * MODES[mode])
+        factor = 1 if mode == 'infer' else 3 * MODES[mode]
+        step_macs = None if fwd_macs is None else fwd_macs * factor
         peak = peaks.get(v)
         if args.memory and v in args.memory_variants and device.type != 'cuda':
             spec = dict(arch=arch, size=size, mode=mode, variant=v, device=str(device),
@@ -217,29 +234,29 @@ def run_case(arch, size, mode, variants, args, device, log):
             peak = common.measure_peak(os.path.abspath(__file__), spec)
         rows.append(dict(
             arch=arch, size=size, mode=mode, variant=v, times=times[v], median=medians[v],
-            vs_seqscan=medians['seqscan'] / medians[v] if 'seqscan' in medians else None,
+            vs_base=medians[BASELINE] / medians[v] if BASELINE in medians else None,
             vs_swin=medians['swin'] / medians[v] if 'swin' in medians else None,
             peak_mib=peak, macs=step_macs,
             gflops=None if step_macs is None else 2 * step_macs / medians[v] / 1e9,
             syncs_launches=launches.get(v),
             load_before=load_before, load_after=load_after))
     noscan = medians.get('noscan')
-    shares = dict(profiler=scan_share,
-                  noscan=None if noscan is None or 'mv' not in medians else 1 - noscan / medians['mv'])
+    shares = dict(profiler=scan_share, noscan=None if noscan is None or 'mv' not in medians
+                  else 1 - noscan / medians['mv'])
     return rows, shares
 
 
 def print_table(rows, shares, matmul, title):
-    headers = ['arch', 'variant', 'median s', 'runs', 'speed-up vs seqscan', 'vs swin',
+    headers = ['arch', 'variant', 'median s', 'runs', f'speed-up vs {BASELINE}', 'vs swin',
                'peak MiB', 'GMAC', 'GFLOP/s', 'of matmul']
     table = [[r['arch'], r['variant'], common.fmt(r['median'], '.3f'), len(r['times']),
-              common.fmt(r['vs_seqscan'], '.2f') + 'x' if r['vs_seqscan'] else '-',
-              common.fmt(r['vs_swin'], '.2f') + 'x' if r['vs_swin'] else '-',
+              common.fmt(r['vs_base'], '.2f', suffix='x'),
+              common.fmt(r['vs_swin'], '.2f', suffix='x'),
               common.fmt(r['peak_mib'], '.0f'),
               common.fmt(None if r['macs'] is None else r['macs'] / 1e9, '.1f'),
               common.fmt(r['gflops'], '.1f'),
-              common.fmt(None if r['gflops'] is None else 100 * r['gflops'] / matmul, '.0f') + '%'
-              if r['gflops'] else '-'] for r in rows]
+              common.fmt(None if r['gflops'] is None else 100 * r['gflops'] / matmul, '.0f',
+                         suffix='%')] for r in rows]
     if any(r['syncs_launches'] for r in rows):
         headers.append('host syncs / kernel launches')
         for line, r in zip(table, rows):
@@ -259,7 +276,7 @@ def print_table(rows, shares, matmul, title):
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='T only, 2 timed runs (1 of seqscan), no memory children')
+                        help='T only, 2 timed runs (1 of the loops), no memory children')
     parser.add_argument('--archs', default='T,S,B', help='comma list of T, S, B')
     parser.add_argument('--sizes', default='512,800x1280', help='comma list of 512, 800x1280')
     parser.add_argument('--modes', default='infer,train', help='comma list of infer, train')
@@ -267,8 +284,10 @@ def parse_args():
                         help=f'comma list of {", ".join(VARIANTS)}')
     parser.add_argument('--reps', type=int, default=None, help='timed runs per variant (5)')
     parser.add_argument('--baseline-reps', type=int, default=None,
-                        help='timed runs of seqscan (3)')
+                        help='timed runs of the sequential-loop variants (3)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (1)')
+    parser.add_argument('--timing', action=argparse.BooleanOptionalAction, default=True,
+                        help='time the variants (--no-timing: memory and FLOPs only)')
     parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=None,
                         help='measure peak memory in child processes (default: on, off with '
                         '--quick)')

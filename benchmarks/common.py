@@ -254,7 +254,8 @@ def markdown_table(headers, rows):
     return '\n'.join(lines)
 
 
-def fmt(value, spec='.2f', none='-'):
-    if value is None or value != value:  # None or NaN
+def fmt(value, spec='.2f', none='-', suffix=''):
+    """value formatted with spec and suffix; ``none`` for None and NaN."""
+    if value is None or value != value:
         return none
-    return format(value, spec)
+    return format(value, spec) + suffix

@@ -46,6 +46,14 @@ BOXES_PER_IMAGE = 8
 NUM_SEG_CLASSES = 150
 
 
+def quiet_logs():
+    """mmengine logs every parameter's optimizer settings at INFO: keep warnings only."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel(logging.WARNING)
+
+
 def load_cfg(name, with_cp, amp):
     from mmmv.runtime import load_config
     cfg = load_config(os.path.join(ROOT, MODELS[name][0]))
@@ -68,6 +76,7 @@ def build(name, with_cp, amp, device):
 
     import mmmv  # noqa: F401
     from mmmv.runtime import task_of
+    quiet_logs()
     cfg = load_cfg(name, with_cp, amp)
     scope = task_of(cfg)
     init_default_scope(scope)
@@ -163,6 +172,8 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=1, help='untimed steps first (1)')
     parser.add_argument('--amp', action='store_true',
                         help="keep the config's mixed-precision optim wrapper")
+    parser.add_argument('--timing', action=argparse.BooleanOptionalAction, default=True,
+                        help='time the steps (--no-timing: memory and FLOPs only)')
     parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=True,
                         help='measure peak memory in child processes')
     parser.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
@@ -192,13 +203,16 @@ def main():
 
     rows = []
     for name in args.models:
-        steps = {f'with_cp={cp}': make_step(name, cp, args.amp, device) for cp in (False, True)}
-        load_before = common.load_average()
-        log(f'timing {name}')
-        times = common.time_interleaved(steps, args.reps, device, warmup=args.warmup, log=log)
-        load_after = common.load_average()
-        del steps
-        common.release_memory()
+        load_before = load_after = common.load_average()
+        times = {f'with_cp={cp}': [] for cp in (False, True)}
+        if args.timing:
+            steps = {f'with_cp={cp}': make_step(name, cp, args.amp, device)
+                     for cp in (False, True)}
+            log(f'timing {name}')
+            times = common.time_interleaved(steps, args.reps, device, warmup=args.warmup, log=log)
+            load_after = common.load_average()
+            del steps
+            common.release_memory()
         macs = forward_macs(name) if args.flops else None
         peaks = {}
         for cp in (False, True):
@@ -215,11 +229,11 @@ def main():
                 name, MODELS[name][0], f'{MODELS[name][1][0]}x{MODELS[name][1][1]}', cp,
                 common.fmt(t, '.2f'), len(times[f'with_cp={cp}']),
                 common.fmt(peaks.get(cp), '.0f'),
-                common.fmt(None if not peaks.get(cp) or not peaks.get(False)
-                           else 100 * (1 - peaks[cp] / peaks[False]), '.0f') + '%' if cp else '-',
+                common.fmt(None if not cp or not peaks.get(cp) or not peaks.get(False)
+                           else 100 * (1 - peaks[cp] / peaks[False]), '.0f', suffix='%'),
                 common.fmt(None if step_macs is None else step_macs / 1e9, '.0f'),
                 common.fmt(gflops, '.1f'),
-                common.fmt(None if gflops is None else 100 * gflops / matmul, '.0f') + '%',
+                common.fmt(None if gflops is None else 100 * gflops / matmul, '.0f', suffix='%'),
                 f'{common.format_load(load_before)} / {common.format_load(load_after)}'])
     headers = ['model', 'config', 'input', 'with_cp', 'median s', 'runs', 'peak MiB',
                'memory saved', 'GMAC (3x fwd)', 'GFLOP/s', 'of matmul', 'load before / after']

@@ -253,15 +253,20 @@ def test_detector_params_and_proposals(tmp_path):
     assert result['params_inference'] == result['params']
     rois = result['num_proposals']
     assert 0 < rois <= 5
-    # every one of the 3 cascade stages runs its box head (4 3x3 convs + BN on 7x7, fc, cls,
-    # class-specific reg) and its mask head (4 3x3 convs on 14x14, 2x2 deconv, 1x1 logits) on
-    # all RoIs (mmdet 3 tensor mode); widths from the demo config (narrower than the real one)
+    # every one of the 3 cascade stages runs its box head (4 3x3 convs + norm on 7x7, fc, cls,
+    # class-specific reg) and its mask head (4 3x3 convs + norm on 14x14, 2x2 deconv, 1x1 logits)
+    # on all RoIs (mmdet 3 tensor mode); widths and norm from the demo config. mmengine counts an
+    # affine norm per element: eval-mode BN 2 (scale, shift), GN 5 (statistics too), none 0.
     bbox, mask = model.roi_head.bbox_head[0], model.roi_head.mask_head[0]
     c, fc, k = bbox.conv_out_channels, bbox.fc_out_channels, bbox.num_classes
     assert bbox.in_channels == c and mask.in_channels == mask.conv_out_channels
-    box = 4 * (c * c * 9 * 49 + 2 * c * 49) + c * 49 * fc + fc * (k + 1) + fc * 4 * k
+    per_element = {None: 0, 'BN': 2, 'GN': 5}
+    box_norm = per_element[(bbox.norm_cfg or {}).get('type')]
+    mask_norm = per_element[(mask.norm_cfg or {}).get('type')]
+    box = 4 * (c * c * 9 * 49 + box_norm * c * 49) + c * 49 * fc + fc * (k + 1) + fc * 4 * k
     m = mask.conv_out_channels
-    mask = 4 * m * m * 9 * 14 * 14 + 14 * 14 * m * m * 4 + 28 * 28 * m * k
+    mask = (4 * (m * m * 9 + mask_norm * m) * 14 * 14 + 14 * 14 * m * m * 4
+            + 28 * 28 * m * k)
     analyzer = result['analyzer']
     assert analyzer.total('roi_head') == 3 * rois * (box + mask)
     assert result['flops'] == sum(analyzer.total(m) for m in ('backbone', 'neck', 'rpn_head',

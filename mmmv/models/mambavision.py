@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .mixers import Attention, MambaVisionMixer, crop_tokens
+from .mixers import Attention, MambaVisionMixer, crop_tokens, fast_paths_enabled
 
 ARCH_SETTINGS = {  # the published variants (ImageNet-1K classifiers, mlp_ratio 4)
     'tiny': dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16),
@@ -227,9 +227,8 @@ class MambaVisionStage(nn.Module):
         # not compute them (its mixer still reads every token: exact). Where the map is one window
         # high (wide), each window's real tokens are its top h (left w) rows (columns); with
         # several windows along an axis nothing is cut along it.
-        # Tracers (FLOP counters, export) get the plain computation of the published model.
-        qh, qw = (wh, ww) if torch.jit.is_tracing() else (h if hp == wh else wh,
-                                                           w if wp == ww else ww)
+        qh, qw = (wh, ww) if not fast_paths_enabled() else (h if hp == wh else wh,
+                                                             w if wp == ww else ww)
         keep = None if (qh, qw) == (wh, ww) else (wh, ww, qh, qw)
         tokens = self._forward_blocks(window_partition(x, wh, ww), keep)
         x = window_reverse(tokens, qh, qw, hp // wh * qh, wp // ww * qw, channels_last)
@@ -250,6 +249,12 @@ class MambaVision(BaseModule):
 
     Stage i gives (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2))), C_i = dim * 2**i, taken before
     the stage's downsample and normalised by ``outnorm{i}`` (LayerNorm over channels).
+
+    Exact shortcuts, on unless inside ``mmmv.models.fast_paths(False)`` and never seen by tracers
+    (FLOP counters, export): the last block of a padded hybrid stage computes only the tokens that
+    survive the crop; on a CPU the Mamba mixer's depthwise convs are shifted multiply-adds and
+    inference (no autograd) runs the conv stages channels-last. Outputs agree with the published
+    computation to float32 rounding.
 
     Args:
         arch (str | dict): One of ``ARCH_SETTINGS`` ('tiny', 'tiny2', 'small', 'base', 'large',
@@ -367,7 +372,7 @@ class MambaVision(BaseModule):
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f'input is {x.shape[-2]}x{x.shape[-1]} pixels; MambaVision needs '
                              f'at least {MIN_INPUT_SIZE} in height and width')
-        if x.device.type == 'cpu' and not torch.is_grad_enabled():
+        if x.device.type == 'cpu' and not torch.is_grad_enabled() and fast_paths_enabled():
             # Inference on a CPU: oneDNN's convolutions run faster on channels-last maps (stage 0
             # by ~25%), and windows are cut from them without strided reads. Not when gradients
             # are computed: oneDNN's channels-last convolution backward is ~2x slower on AVX2.

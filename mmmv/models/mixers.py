@@ -3,6 +3,7 @@
 Both mixers map a batch of token sequences (N, L, C) to (N, L, C); in the backbone N counts windows
 and L = window height * window width.
 """
+import contextlib
 import math
 
 import torch
@@ -10,6 +11,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmmv.ops import selective_scan
+
+_FAST_PATHS = [True]
+
+
+def fast_paths_enabled():
+    """Whether the backbone may take its exact shortcuts (see :func:`fast_paths`)."""
+    return _FAST_PATHS[-1] and not torch.jit.is_tracing()
+
+
+@contextlib.contextmanager
+def fast_paths(enabled=True):
+    """Turn the backbone's exact performance shortcuts on or off inside the block.
+
+    The shortcuts (on by default) change no result beyond float rounding: the last block of a
+    padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
+    depthwise convs run as shifted multiply-adds on a CPU, and CPU inference runs the conv stages
+    channels-last. Off, the model runs the published computation op for op: what benchmarks
+    compare against and what tracers (FLOP counters, export) always see.
+    """
+    _FAST_PATHS.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _FAST_PATHS.pop()
 
 
 class MambaVisionMixer(nn.Module):
@@ -127,7 +152,8 @@ class Attention(nn.Module):
         else:
             weight, bias = self.qkv.weight, self.qkv.bias
             kv = F.linear(x, weight[c:], None if bias is None else bias[c:])
-            k, v = kv.reshape(n, length, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            kv = kv.reshape(n, length, 2, self.num_heads, head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             x = crop_tokens(x, keep)
             length = x.shape[1]
             q = F.linear(x, weight[:c], None if bias is None else bias[:c])
@@ -150,11 +176,11 @@ def depthwise_conv1d(x, weight):
     """Depthwise 1-D convolution with symmetric zero padding ("same"), no bias.
 
     x: (N, D, L), weight: (D, 1, K) with K odd -> (N, D, L). The same as
-    ``F.conv1d(x, weight, padding=K // 2, groups=D)`` (equal up to float rounding); on a CPU, outside
-    tracing, computed as K shifted multiply-adds: PyTorch's CPU depthwise conv1d is many times
-    slower and needs a contiguous input.
+    ``F.conv1d(x, weight, padding=K // 2, groups=D)`` (equal up to float rounding); on a CPU, with
+    :func:`fast_paths` on, computed as K shifted multiply-adds: PyTorch's CPU depthwise conv1d is
+    many times slower and needs a contiguous input.
     """
-    if x.device.type != 'cpu' or torch.jit.is_tracing():  # tracers (FLOP counts) see the conv
+    if x.device.type != 'cpu' or not fast_paths_enabled():
         return F.conv1d(x, weight, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     taps = weight.shape[-1]
     half = taps // 2
