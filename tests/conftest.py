@@ -13,6 +13,7 @@ import os
 import os.path as osp
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CACHE = osp.join(osp.expanduser('~'), '.cache', 'mmmv')
@@ -63,3 +64,13 @@ def no_files_left_behind():
                                           if len(new) > 30 else '')
         pytest.fail(f'the tests left {len(new)} new files outside temporary folders (write into '
                     f'tmp_path instead):\n  {listed}', pytrace=False)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """For modules of tiny-input tests: intra-op threads only add overhead (a lot on a busy
+    machine). Use with ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

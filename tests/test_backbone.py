@@ -20,13 +20,7 @@ SMALL_WINDOWS = (8, 8, 4, 2)
 MINI = dict(dim=32, in_dim=8, depths=(1, 1, 3, 2), num_heads=(1, 2, 4, 8))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The inputs are tiny: intra-op threads only add overhead (a lot on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def build_on_meta(arch='tiny', **kwargs):

@@ -137,3 +137,51 @@ model = dict(backbone=dict(arch='small'), neck=dict(in_channels=[96, 192, 384, 7
     model = _build(cfg)
     assert list(model.backbone.num_features) == NECK_CHANNELS['small']
     assert len(model.backbone.levels[0].blocks) == 3  # small: depths (3, 3, 7, 5)
+
+
+# SPEC section 4 (windows) and 5 (recipes): what each published config must say
+RECIPES = {
+    'det/cascade_mambavision_t_coco.py': ('tiny', (8, 8, 112, 56), 1e-4, 0.05),
+    'det/cascade_mambavision_s_coco.py': ('small', (8, 8, 112, 56), 1e-4, 0.05),
+    'det/cascade_mambavision_b_coco.py': ('base', (8, 8, 112, 56), 1e-4, 0.05),
+    'seg/upernet_mambavision_t_ade20k.py': ('tiny', (8, 8, 64, 32), 5e-5, 0.01),
+    'seg/upernet_mambavision_s_ade20k.py': ('small', (8, 8, 160, 56), 6e-5, 0.01),
+    'seg/upernet_mambavision_b_ade20k.py': ('base', (8, 8, 64, 32), 5e-5, 0.01),
+}
+
+
+@pytest.mark.parametrize('name', sorted(RECIPES))
+def test_config_states_the_published_recipe(name):
+    arch, windows, lr, decay = RECIPES[name]
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    backbone = cfg.model.backbone
+    assert (backbone.arch, tuple(backbone.window_size)) == (arch, windows)
+    assert backbone.drop_path_rate == 0.2  # what the released models were trained with
+    assert backbone.init_cfg == dict(type='Pretrained',
+                                     checkpoint=f'checkpoints/mambavision_{arch}_1k.pth.tar')
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert (cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay) == (lr, decay)
+    assert cfg.auto_scale_lr.base_batch_size == 16
+
+
+def test_optimizer_decays_scan_parameters_but_not_norms():
+    """As published: no weight decay on norm layers and on names with 'norm'; A_log, D decayed."""
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'seg', 'upernet_mambavision_t_ade20k.py'))
+    cfg.model.backbone.arch = dict(dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2))
+    cfg.model.decode_head.in_channels = [16, 32, 64, 128]
+    cfg.model.decode_head.channels = 16
+    cfg.model.auxiliary_head.in_channels = 64
+    model = _build(cfg)
+    cfg.optim_wrapper.type = 'OptimWrapper'  # AmpOptimWrapper needs CUDA
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    decay_of = {id(p): group['weight_decay'] for group in optimizer.param_groups
+                for p in group['params']}
+    names = dict(model.named_parameters())
+    for name in ('backbone.levels.2.blocks.0.mixer.A_log', 'backbone.levels.2.blocks.0.mixer.D',
+                 'backbone.levels.2.blocks.1.mixer.qkv.weight', 'decode_head.conv_seg.weight'):
+        assert decay_of[id(names[name])] == 0.01, name
+    for name in ('backbone.levels.2.blocks.0.norm1.weight', 'backbone.outnorm0.bias',
+                 'decode_head.bottleneck.bn.weight'):
+        assert decay_of[id(names[name])] == 0., name

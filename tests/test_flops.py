@@ -27,12 +27,7 @@ SEG_DEMO = ROOT / 'configs/seg/demo_upernet_mambavision_t.py'
 TINY_ARCH = dict(dim=8, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def hand_count(batch, height, width, dim, in_dim, depths, num_heads, window_size, d_state=8,

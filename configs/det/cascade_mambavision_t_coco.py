@@ -5,13 +5,10 @@
 #
 # Everything not set here comes from mmdet's own Cascade Mask R-CNN, COCO instance, schedule and
 # runtime configs. small / base (cascade_mambavision_{s,b}_coco.py) inherit this file.
-_base_ = ['mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py']
-
-custom_imports = dict(imports=['mmmv'], allow_failed_imports=False)
-
-# ImageNet-1K MambaVision-T classifier checkpoint (NVIDIA's mambavision_tiny_1k.pth.tar, or the
-# Hugging Face nvidia/MambaVision-T-1K safetensors); set the path to your copy.
-pretrained = 'checkpoints/mambavision_tiny_1k.pth.tar'
+_base_ = [
+    'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
+    '../_base_/mambavision_t.py',
+]
 
 head_norm_cfg = dict(type='SyncBN', requires_grad=True)
 num_classes = 80
@@ -19,16 +16,10 @@ num_classes = 80
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='MambaVision',
-        arch='tiny',                       # channels 80, 160, 320, 640
-        out_indices=(0, 1, 2, 3),
+        **_base_.mambavision_backbone,
         # Stages 2 and 3 split their (zero-padded) maps into windows of this side; at COCO scale
         # (up to 1333x800) one 112 / 56 window covers the whole stride-16 / stride-32 map.
-        window_size=(8, 8, 112, 56),
-        # The published config lists 0.2 for tiny (small 0.3, base 0.5); NVIDIA's wrapper never
-        # passed it on, so all released detectors were trained with the classifier default 0.2.
-        drop_path_rate=0.2,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        window_size=(8, 8, 112, 56)),
     neck=dict(in_channels=[80, 160, 320, 640]),
     roi_head=dict(
         bbox_head=[
@@ -93,23 +84,12 @@ param_scheduler = [
 ]
 
 # AdamW, mixed precision (AmpOptimWrapper needs CUDA; mmmv's tools turn it into bf16 CPU autocast
-# on a machine without CUDA, and the demo configs use a plain OptimWrapper).
-# No weight decay on normalisation layers: every norm layer by type (norm_decay_mult) and every
-# parameter whose name contains 'norm' (the backbone's norm1/norm2/outnorm{i}), as published.
-# We also exempt the selective-scan parameters A_log and D, following Mamba's own
-# `_no_weight_decay` convention (decay would pull A towards -1 and D towards 0); the published
-# MambaVision configs decayed them. Delete those two keys to match the published setting exactly.
+# on a machine without CUDA, and the demo configs use a plain OptimWrapper); no decay on norms.
 optim_wrapper = dict(
     type='AmpOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            'norm': dict(decay_mult=0.),
-            'mixer.A_log': dict(decay_mult=0.),
-            'mixer.D': dict(decay_mult=0.),
-        }))
+    paramwise_cfg=_base_.mambavision_paramwise_cfg)
 
 # The lr above is for 16 images per batch; `tools/train.py --auto-scale-lr` (enable=True) scales
 # it linearly to other batch sizes.

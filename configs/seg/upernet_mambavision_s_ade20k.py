@@ -1,18 +1,12 @@
 # UperNet with a MambaVision-S backbone on ADE20K, 512x512, 160k iterations (published: mIoU
-# 48.2). Same recipe as the tiny config except the backbone and lr 6e-5.
+# 48.2). Same recipe as the tiny config except the backbone, its windows and lr 6e-5.
 _base_ = ['./upernet_mambavision_t_ade20k.py']
 
 pretrained = 'checkpoints/mambavision_small_1k.pth.tar'
 
 model = dict(
-    backbone=dict(
-        arch='small',                      # channels 96, 192, 384, 768
-        # published small windows: the 32x32 / 16x16 maps of a 512 crop pad to 160 / 56
-        window_size=(8, 8, 160, 56),
-        # Listed as 0.7 in the published config, but NVIDIA's wrapper never passed it on: the
-        # released small segmentor was trained with the classifier default 0.2.
-        drop_path_rate=0.7,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    # published small windows: the 32x32 / 16x16 maps of a 512 crop pad to 160 / 56
+    backbone=dict(arch='small', window_size=(8, 8, 160, 56), init_cfg=dict(checkpoint=pretrained)),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 

@@ -10,13 +10,8 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    '../_base_/mambavision_t.py',
 ]
-
-custom_imports = dict(imports=['mmmv'], allow_failed_imports=False)
-
-# ImageNet-1K MambaVision-T classifier checkpoint (NVIDIA's mambavision_tiny_1k.pth.tar, or the
-# Hugging Face nvidia/MambaVision-T-1K safetensors); set the path to your copy.
-pretrained = 'checkpoints/mambavision_tiny_1k.pth.tar'
 
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
@@ -24,37 +19,20 @@ model = dict(
     data_preprocessor=data_preprocessor,
     backbone=dict(
         _delete_=True,
-        type='MambaVision',
-        arch='tiny',                       # channels 80, 160, 320, 640
-        out_indices=(0, 1, 2, 3),
+        **_base_.mambavision_backbone,
         # Stage 2 / 3 window sides as published: on a 512x512 crop the 32x32 / 16x16 maps are
         # zero-padded to one 64x64 / 32x32 window.
-        window_size=(8, 8, 64, 32),
-        # Listed as 0.3 in the published config, but NVIDIA's wrapper never passed it on: the
-        # released tiny segmentor was trained with the classifier default 0.2.
-        drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        window_size=(8, 8, 64, 32)),
     decode_head=dict(in_channels=[80, 160, 320, 640], channels=512, num_classes=150),
     auxiliary_head=dict(in_channels=320, in_index=2, num_classes=150))
 
 # AdamW, mixed precision (AmpOptimWrapper needs CUDA; mmmv's tools turn it into bf16 CPU autocast
-# on a machine without CUDA, and the demo config uses a plain OptimWrapper).
-# No weight decay on normalisation layers: every norm layer by type (norm_decay_mult) and every
-# parameter whose name contains 'norm' (the backbone's norm1/norm2/outnorm{i}), as published.
-# We also exempt the selective-scan parameters A_log and D, following Mamba's own
-# `_no_weight_decay` convention; the published MambaVision configs decayed them. Delete those two
-# keys to match the published setting exactly.
+# on a machine without CUDA, and the demo config uses a plain OptimWrapper); no decay on norms.
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=0.00005, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={
-            'norm': dict(decay_mult=0.),
-            'mixer.A_log': dict(decay_mult=0.),
-            'mixer.D': dict(decay_mult=0.),
-        }))
+    paramwise_cfg=_base_.mambavision_paramwise_cfg)
 
 # 1500 linear warm-up iterations, then poly decay (power 1) to 0 at 160k
 param_scheduler = [
