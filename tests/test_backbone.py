@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torchvision
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
@@ -229,6 +230,22 @@ def test_odd_input_sizes():
     with torch.no_grad():
         outs = model(torch.randn(2, 3, 65, 97))
     assert [tuple(o.shape) for o in outs] == expected_shapes(2, 65, 97, model.num_features)
+
+
+@pytest.mark.parametrize('grad', [True, False], ids=['train', 'inference'])
+def test_outputs_are_contiguous_for_roi_align(grad):
+    """mmcv's RoIAlign reads its input as contiguous NCHW whatever its strides: the backbone's
+    maps must be contiguous, or a detector's RoI heads get other places' features."""
+    import mmcv.ops
+    model = build_mini().train(grad)
+    with torch.set_grad_enabled(grad):
+        outs = model(torch.randn(2, 3, 64, 64))
+    assert all(o.is_contiguous() for o in outs)
+    rois = torch.tensor([[0., 2., 3., 40., 30.], [1., 10., 5., 60., 63.]])
+    for o in outs:  # what a RoI head gets equals the independent torchvision RoIAlign
+        got = mmcv.ops.roi_align(o.detach(), rois, (7, 7), o.shape[-1] / 64, 0, 'avg', True)
+        want = torchvision.ops.roi_align(o.detach(), rois, (7, 7), o.shape[-1] / 64, 0, True)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_input_smaller_than_windows():

@@ -248,7 +248,8 @@ class MambaVision(BaseModule):
     """MambaVision backbone returning normalised feature maps of stages ``out_indices``.
 
     Stage i gives (B, C_i, ceil(H / 2**(i+2)), ceil(W / 2**(i+2))), C_i = dim * 2**i, taken before
-    the stage's downsample and normalised by ``outnorm{i}`` (LayerNorm over channels).
+    the stage's downsample and normalised by ``outnorm{i}`` (LayerNorm over channels); outputs are
+    contiguous in the default memory format.
 
     Exact shortcuts, on unless inside ``mmmv.models.fast_paths(False)`` and never seen by tracers
     (FLOP counters, export): the last block of a padded hybrid stage computes only the tokens that
@@ -382,7 +383,10 @@ class MambaVision(BaseModule):
         for i, level in enumerate(self.levels):
             out, x = level(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'outnorm{i}')(out))
+                # Contiguous (B, C, H, W), as necks and heads assume: LayerNorm2d returns a
+                # channels-last view, and mmcv's RoIAlign reads such a map as if it were
+                # contiguous (silently wrong features: the RoI heads then cannot learn).
+                outs.append(getattr(self, f'outnorm{i}')(out).contiguous())
         return tuple(outs)
 
     def train(self, mode=True):
