@@ -285,21 +285,15 @@ def parse_args():
     parser.add_argument('--reps', type=int, default=None, help='timed runs per variant (5)')
     parser.add_argument('--baseline-reps', type=int, default=None,
                         help='timed runs of the sequential-loop variants (3)')
-    parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (1)')
-    parser.add_argument('--timing', action=argparse.BooleanOptionalAction, default=True,
-                        help='time the variants (--no-timing: memory and FLOPs only)')
     parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=None,
                         help='measure peak memory in child processes (default: on, off with '
                         '--quick)')
     parser.add_argument('--memory-variants', default=','.join(VARIANTS),
                         help='variants whose memory is measured')
-    parser.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
-                        help='count FLOPs with mmmv.flops for the roofline columns')
     parser.add_argument('--profile-scan', action=argparse.BooleanOptionalAction, default=True,
                         help='profile the scan share of the mv forward (CPU)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--json', default=None, help='also write all results to this file')
+    common.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.archs = 'T'
@@ -318,19 +312,10 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     import mmmv  # noqa: F401  (registers the backbone)
     from mmmv.ops import scan_backend
-    print(f'machine: {common.machine_description(device)}')
-    print(f'scan backend of mv: {scan_backend(torch.empty(0, device=device))}; '
-          f'load {common.format_load()}')
-    matmul = common.matmul_gflops(device)
-    print(f'float32 matmul: {matmul:.1f} GFLOP/s', flush=True)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
+    device, matmul, log = common.start(args)
+    print(f'scan backend of mv: {scan_backend(torch.empty(0, device=device))}')
 
     results = []
     for size in args.sizes:

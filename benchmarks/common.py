@@ -22,6 +22,7 @@ Peak memory (:func:`measure_peak`), one fresh child process per measurement:
 - CUDA: ``torch.cuda.max_memory_allocated`` around the step, less the memory allocated before it
   (tensors only; the caching allocator's reserve is not counted).
 """
+import argparse
 import contextlib
 import ctypes
 import datetime
@@ -115,6 +116,33 @@ def time_interleaved(fns, reps, device, warmup=1, log=None):
 
 def median(values):
     return statistics.median(values) if values else float('nan')
+
+
+def add_arguments(parser):
+    """The options every benchmark script takes: --warmup, --timing, --flops, --device,
+    --threads."""
+    parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (1)')
+    parser.add_argument('--timing', action=argparse.BooleanOptionalAction, default=True,
+                        help='time the runs (--no-timing: memory and FLOPs only)')
+    parser.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
+                        help='count FLOPs with mmmv.flops for the roofline columns')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+
+
+def start(args, note=''):
+    """Set ``args.threads``, print the machine line and the measured matmul rate (``note``
+    appended); returns (device, matmul GFLOP/s, log) where ``log`` prints progress to stderr."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f'machine: {machine_description(device)}; load {format_load()}')
+    matmul = matmul_gflops(device)
+    print(f'float32 matmul: {matmul:.1f} GFLOP/s{note}', flush=True)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+    return device, matmul, log
 
 
 def matmul_gflops(device, n=None, reps=5):

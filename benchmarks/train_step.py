@@ -93,57 +93,60 @@ def build(name, with_cp, amp, device):
     return model, build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
 
 
-def fake_det_batch(shape, device):
+def fake_batch(shape, device, annotate):
+    """BATCH random uint8 images of ``shape`` and their samples: ``annotate(gen, h, w)`` returns
+    one image's data sample (seeded generator ``gen``)."""
+    h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(BATCH):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(device))
+        samples.append(annotate(gen, h, w).to(device))
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _meta(h, w):
+    return dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), scale_factor=(1.0, 1.0),
+                flip=False, flip_direction=None)
+
+
+def det_sample(gen, h, w):
+    """BOXES_PER_IMAGE random boxes (32..400 pixels a side) with box-shaped masks, 80 classes."""
     from mmdet.structures import DetDataSample
     from mmdet.structures.bbox import HorizontalBoxes
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
-    h, w = shape
-    gen = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for _ in range(BATCH):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(device))
-        size = torch.randint(32, 401, (BOXES_PER_IMAGE, 2), generator=gen)
-        x1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (w - size[:, 0])).long()
-        y1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (h - size[:, 1])).long()
-        boxes = torch.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], 1).float()
-        masks = np.zeros((BOXES_PER_IMAGE, h, w), dtype=np.uint8)
-        for i, (a, b, c, d) in enumerate(boxes.long().tolist()):
-            masks[i, b:d, a:c] = 1
-        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-                                             scale_factor=(1.0, 1.0), flip=False,
-                                             flip_direction=None))
-        sample.gt_instances = InstanceData(
-            bboxes=HorizontalBoxes(boxes), masks=BitmapMasks(masks, h, w),
-            labels=torch.randint(0, 80, (BOXES_PER_IMAGE, ), generator=gen))
-        samples.append(sample.to(device))
-    return dict(inputs=inputs, data_samples=samples)
+    size = torch.randint(32, 401, (BOXES_PER_IMAGE, 2), generator=gen)
+    x1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (w - size[:, 0])).long()
+    y1 = (torch.rand(BOXES_PER_IMAGE, generator=gen) * (h - size[:, 1])).long()
+    boxes = torch.stack([x1, y1, x1 + size[:, 0], y1 + size[:, 1]], 1).float()
+    masks = np.zeros((BOXES_PER_IMAGE, h, w), dtype=np.uint8)
+    for i, (a, b, c, d) in enumerate(boxes.long().tolist()):
+        masks[i, b:d, a:c] = 1
+    sample = DetDataSample(metainfo=_meta(h, w))
+    sample.gt_instances = InstanceData(
+        bboxes=HorizontalBoxes(boxes), masks=BitmapMasks(masks, h, w),
+        labels=torch.randint(0, 80, (BOXES_PER_IMAGE, ), generator=gen))
+    return sample
 
 
-def fake_seg_batch(shape, device):
+def seg_sample(gen, h, w):
+    """A label map of random 32x32 blocks over NUM_SEG_CLASSES classes, 5% ignored (255)."""
     import torch.nn.functional as F
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
-    h, w = shape
-    gen = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for _ in range(BATCH):
-        inputs.append(torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8).to(device))
-        blocks = torch.randint(0, NUM_SEG_CLASSES, (1, 1, h // 32, w // 32), generator=gen)
-        blocks[torch.rand(blocks.shape, generator=gen) < 0.05] = 255
-        label = F.interpolate(blocks.float(), size=(h, w), mode='nearest').long()[0]
-        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                                             pad_shape=(h, w), scale_factor=(1.0, 1.0),
-                                             flip=False, flip_direction=None))
-        sample.gt_sem_seg = PixelData(data=label)
-        samples.append(sample.to(device))
-    return dict(inputs=inputs, data_samples=samples)
+    blocks = torch.randint(0, NUM_SEG_CLASSES, (1, 1, h // 32, w // 32), generator=gen)
+    blocks[torch.rand(blocks.shape, generator=gen) < 0.05] = 255
+    sample = SegDataSample(metainfo=_meta(h, w))
+    sample.gt_sem_seg = PixelData(
+        data=F.interpolate(blocks.float(), size=(h, w), mode='nearest').long()[0])
+    return sample
 
 
 def make_step(name, with_cp, amp, device):
     model, optim_wrapper = build(name, with_cp, amp, device)
     shape = MODELS[name][1]
-    batch = (fake_det_batch if name == 'det' else fake_seg_batch)(shape, device)
+    batch = fake_batch(shape, device, det_sample if name == 'det' else seg_sample)
 
     def step():
         model.train_step(batch, optim_wrapper)
@@ -169,17 +172,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', default='det,seg', help='comma list of det, seg')
     parser.add_argument('--reps', type=int, default=3, help='timed steps per setting (3)')
-    parser.add_argument('--warmup', type=int, default=1, help='untimed steps first (1)')
     parser.add_argument('--amp', action='store_true',
                         help="keep the config's mixed-precision optim wrapper")
-    parser.add_argument('--timing', action=argparse.BooleanOptionalAction, default=True,
-                        help='time the steps (--no-timing: memory and FLOPs only)')
     parser.add_argument('--memory', action=argparse.BooleanOptionalAction, default=True,
                         help='measure peak memory in child processes')
-    parser.add_argument('--flops', action=argparse.BooleanOptionalAction, default=True,
-                        help='count FLOPs with mmmv.flops for the roofline column')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    common.add_arguments(parser)
     args = parser.parse_args()
     args.models = [m for m in args.models.split(',') if m]
     bad = [m for m in args.models if m not in MODELS]
@@ -190,16 +187,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f'machine: {common.machine_description(device)}; load {common.format_load()}')
-    matmul = common.matmul_gflops(device)
-    print(f'float32 matmul: {matmul:.1f} GFLOP/s; step precision: '
-          f'{"config (mixed)" if args.amp else "float32"}', flush=True)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
+    device, matmul, log = common.start(
+        args, f'; step precision: {"config (mixed)" if args.amp else "float32"}')
 
     rows = []
     for name in args.models:

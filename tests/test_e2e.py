@@ -65,3 +65,67 @@ def test_two_process_cpu_training(demo_dir):
     assert "dist_cfg: {'backend': 'gloo'}" in log
     assert "model_wrapper_cfg = dict(type='CPUDistributedDataParallel')" in log
     assert (work_dir / 'iter_2.pth').is_file()
+
+
+def _demo_checkpoint(config, path, edit):
+    """Save the demo model of ``config`` (seeded random weights, changed by ``edit(model)``) with
+    the dataset meta a training run stores; returns (path, dataset meta)."""
+    import torch
+    from mmengine.registry import init_default_scope
+
+    from mmmv.runtime import load_config, task_of
+    cfg = load_config(config)
+    init_default_scope(task_of(cfg))
+    from mmengine.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    edit(model)
+    meta = dict(classes=cfg.metainfo.classes, palette=[list(c) for c in cfg.metainfo.palette])
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
+    return str(path), meta
+
+
+def _read_rgb(path):
+    import cv2
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(float)
+
+
+def test_image_demo_draws_the_segmentors_prediction(demo_dir, tmp_path):
+    """A checkpoint whose head says 'square' (class 1) everywhere: the drawing is the image
+    blended with the square's palette colour at the given opacity (except where the class name
+    is written)."""
+    import torch
+
+    def always_square(model):
+        for head in (model.decode_head, model.auxiliary_head):
+            torch.nn.init.zeros_(head.conv_seg.weight)
+            head.conv_seg.bias.data = torch.tensor([0., 10., 0.])
+
+    checkpoint, meta = _demo_checkpoint(SEG, tmp_path / 'square.pth', always_square)
+    image = demo_dir / 'data' / 'demo' / 'ade' / 'images' / 'validation' / '000000.jpg'
+    out = tmp_path / 'drawn.png'
+    run_tool(demo_dir, osp.join(ROOT, 'tools', 'image_demo.py'), SEG, checkpoint, str(image),
+             '--out-file', str(out), '--opacity', '0.5', '--device', 'cpu')
+    original, drawn = _read_rgb(image), _read_rgb(out)
+    assert drawn.shape == original.shape
+    expected = 0.5 * original + 0.5 * torch.tensor(meta['palette'][1]).numpy()
+    close = (abs(drawn - expected) <= 1.5).all(axis=2)
+    assert close.mean() > 0.9, close.mean()
+
+
+def test_image_demo_draws_the_detectors_boxes_above_the_threshold(demo_dir, tmp_path):
+    checkpoint, _ = _demo_checkpoint(DET, tmp_path / 'det.pth', lambda model: None)
+    image = demo_dir / 'data' / 'demo' / 'coco' / 'val' / '000000.png'
+    drawings = {}
+    for threshold in ('0', '1.01'):
+        out = tmp_path / f'drawn_{threshold}.png'
+        run_tool(demo_dir, osp.join(ROOT, 'tools', 'image_demo.py'), DET, checkpoint, str(image),
+                 '--out-file', str(out), '--score-thr', threshold, '--device', 'cpu')
+        drawings[threshold] = _read_rgb(out)
+    original = _read_rgb(image)
+    assert (drawings['1.01'] == original).all()  # no score reaches 1.01: nothing drawn
+    changed = (drawings['0'] != original).any(axis=2)
+    assert changed.mean() > 0.01  # every prediction drawn: boxes and masks

@@ -1,9 +1,8 @@
 # CPU demo: the Cascade Mask R-CNN + MambaVision-T recipe of cascade_mambavision_t_coco.py, trained
 # from scratch on the synthetic shapes data of tools/make_demo_data.py (data/demo/coco: 192x192
 # images, 3 classes). Only what a short CPU run needs differs from the real config: the data,
-# the input size and pipeline, the schedule, no pretrained weights, no mixed precision, GroupNorm
-# in the neck and heads (from scratch), narrower FPN / heads, fewer proposals / sampled RoIs,
-# 3 classes.
+# the input size and pipeline, the schedule, no pretrained weights, no mixed precision, narrower
+# FPN / heads, fewer proposals / sampled RoIs, 3 classes. (The heads' SyncBN runs as BN on a CPU.)
 #
 #   python tools/make_demo_data.py
 #   python tools/train.py configs/det/demo_cascade_mambavision_t.py
@@ -18,12 +17,6 @@ img_size = (192, 192)
 max_iters = 300
 warmup_iters = 50
 
-# Trained from scratch, the neck and heads need normalisation: without it the FPN outputs grow by
-# orders of magnitude within a few hundred AdamW steps and the RPN stops learning. As in mmdet's
-# own from-scratch recipe (scratch/mask-rcnn_r50-scratch_fpn_gn-all_6x_coco.py), GroupNorm in the
-# FPN, the 4conv1fc bbox heads (instead of the real config's SyncBN) and the mask head.
-head_norm_cfg = dict(type='GN', num_groups=32, requires_grad=True)
-
 # Narrower FPN and heads (128 channels instead of 256, fc 512 instead of 1024) and fewer sampled
 # RoIs (32 per image and stage instead of 512): the full-width 4conv1fc and mask heads on 1000+
 # RoIs cost ten times the backbone and would dominate a CPU run. The structure (FPN, three
@@ -36,18 +29,17 @@ model = dict(
         fit_window=True,
         drop_path_rate=0.1,
         init_cfg=None),               # from scratch: no ImageNet weights in the demo
-    neck=dict(out_channels=width, norm_cfg=head_norm_cfg),
+    neck=dict(out_channels=width),
     rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=width),
         mask_roi_extractor=dict(out_channels=width),
         bbox_head=[
             dict(head, in_channels=width, conv_out_channels=width, fc_out_channels=4 * width,
-                 num_classes=num_classes, norm_cfg=head_norm_cfg)
+                 num_classes=num_classes)
             for head in _base_.model.roi_head.bbox_head
         ],
-        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=num_classes,
-                       norm_cfg=head_norm_cfg)),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=num_classes)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
         rcnn=[
