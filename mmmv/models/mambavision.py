@@ -16,10 +16,11 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .mixers import Attention, MambaVisionMixer, crop_tokens, fast_paths_enabled
+from .mixers import (Attention, MambaVisionMixer, crop_tokens, fast_paths_enabled,
+                     inference_fast_paths)
 
 ARCH_SETTINGS = {  # the published variants (ImageNet-1K classifiers, mlp_ratio 4)
     'tiny': dict(dim=80, in_dim=32, depths=(1, 3, 8, 4), num_heads=(2, 4, 8, 16),
@@ -66,6 +67,35 @@ def window_reverse(windows, wh, ww, h, w, channels_last=False):
     return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, h, w)
 
 
+def conv_bn(conv, bn, x):
+    """``bn(conv(x))`` for a Conv2d followed by a BatchNorm2d.
+
+    In inference (see :func:`~mmmv.models.mixers.inference_fast_paths`) with ``bn`` in eval mode,
+    one convolution with the BatchNorm folded into its weight and bias: equal up to float rounding,
+    one pass over the map less.
+    """
+    if bn.training or not inference_fast_paths():
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding,
+                    conv.dilation, conv.groups)
+
+
+def gelu(x, approximate='none'):
+    """``F.gelu(x, approximate)``; in inference written into x, which must be a temporary."""
+    if inference_fast_paths():
+        return torch.ops.aten.gelu_(x, approximate=approximate)
+    return F.gelu(x, approximate=approximate)
+
+
+def residual(x, y):
+    """``x + y``; in inference written into y, which must be a temporary."""
+    return y.add_(x) if inference_fast_paths() else x + y
+
+
 class PatchEmbed(nn.Module):
     """Stem: two stride-2 3x3 conv-BN-ReLU layers.
 
@@ -84,7 +114,11 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x):
-        return self.conv_down(x)
+        # (the ReLU modules only hold the published indices of the conv and BN parameters)
+        conv1, bn1, _, conv2, bn2, _ = self.conv_down
+        inplace = inference_fast_paths()
+        x = F.relu(conv_bn(conv1, bn1, x), inplace=inplace)
+        return F.relu(conv_bn(conv2, bn2, x), inplace=inplace)
 
 
 class Downsample(nn.Module):
@@ -114,7 +148,6 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
         self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
-        self.act1 = nn.GELU(approximate='tanh')
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
         self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
         if layer_scale is None:
@@ -124,10 +157,24 @@ class ConvBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
-        y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        y = gelu(conv_bn(self.conv1, self.norm1, x), approximate='tanh')
+        y = conv_bn(self.conv2, self.norm2, y)
         if self.gamma is not None:
             y = y * self.gamma.view(1, -1, 1, 1)
-        return x + self.drop_path(y)
+        return residual(x, self.drop_path(y))
+
+
+class Mlp(nn.Module):
+    """fc1, GELU, fc2: (..., C) -> (..., C) through a hidden width H (timm's Mlp, less its
+    unused dropout and norm; the same parameter names)."""
+
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(gelu(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -170,11 +217,11 @@ class Block(nn.Module):
             x = crop_tokens(x, keep)
         if self.gamma_1 is not None:
             y = y * self.gamma_1
-        x = x + self.drop_path(y)
+        x = residual(x, self.drop_path(y))
         y = self.mlp(self.norm2(x))
         if self.gamma_2 is not None:
             y = y * self.gamma_2
-        return x + self.drop_path(y)
+        return residual(x, self.drop_path(y))
 
 
 class MambaVisionStage(nn.Module):
@@ -253,9 +300,10 @@ class MambaVision(BaseModule):
 
     Exact shortcuts, on unless inside ``mmmv.models.fast_paths(False)`` and never seen by tracers
     (FLOP counters, export): the last block of a padded hybrid stage computes only the tokens that
-    survive the crop; on a CPU the Mamba mixer's depthwise convs are shifted multiply-adds and
-    inference (no autograd) runs the conv stages channels-last. Outputs agree with the published
-    computation to float32 rounding.
+    survive the crop; on a CPU the Mamba mixer's depthwise convs are shifted multiply-adds;
+    inference (no autograd) folds eval-mode BatchNorm into the convs, applies activations and
+    residual additions in place, and on a CPU runs the conv stages channels-last. Outputs agree
+    with the published computation to float32 rounding.
 
     Args:
         arch (str | dict): One of ``ARCH_SETTINGS`` ('tiny', 'tiny2', 'small', 'base', 'large',

@@ -20,14 +20,21 @@ def fast_paths_enabled():
     return _FAST_PATHS[-1] and not torch.jit.is_tracing()
 
 
+def inference_fast_paths():
+    """Whether the inference-only shortcuts may run: fast paths on and autograd off. They update
+    temporaries in place and fold eval-mode BatchNorm into the preceding conv."""
+    return fast_paths_enabled() and not torch.is_grad_enabled()
+
+
 @contextlib.contextmanager
 def fast_paths(enabled=True):
     """Turn the backbone's exact performance shortcuts on or off inside the block.
 
     The shortcuts (on by default) change no result beyond float rounding: the last block of a
     padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
-    depthwise convs run as shifted multiply-adds on a CPU, and CPU inference runs the conv stages
-    channels-last. Off, the model runs the published computation op for op: what benchmarks
+    depthwise convs run as shifted multiply-adds on a CPU, and inference (autograd off) folds
+    eval-mode BatchNorm into the convs before it, applies activations and residual additions in
+    place on temporaries, and on a CPU runs the conv stages channels-last. Off, the model runs the published computation op for op: what benchmarks
     compare against and what tracers (FLOP counters, export) always see.
     """
     _FAST_PATHS.append(bool(enabled))
