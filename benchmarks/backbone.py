@@ -267,9 +267,10 @@ def print_table(rows, shares, matmul, title):
     print(common.markdown_table(headers, table))
     for arch, share in shares.items():
         if share['profiler'] is not None or share['noscan'] is not None:
-            print(f'\n{arch}: scan share of the mv forward: '
-                  f'profiler {common.fmt(share["profiler"] and 100 * share["profiler"], ".1f")}%, '
-                  f'1 - noscan/mv {common.fmt(share["noscan"] and 100 * share["noscan"], ".1f")}%')
+            percent = {k: common.fmt(None if v is None else 100 * v, '.1f', suffix='%')
+                       for k, v in share.items()}
+            print(f'\n{arch}: scan share of the mv forward: profiler {percent["profiler"]}, '
+                  f'1 - noscan/mv {percent["noscan"]}')
     sys.stdout.flush()
 
 

@@ -195,6 +195,28 @@ def count_macs(model, inputs):
         return analyzer.total()
 
 
+def counted_step_macs(step):
+    """Multiply-accumulates one call of ``step()`` actually runs (forward, backward, optimizer),
+    counted op by op at run time by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+    convolutions, attention incl. PyTorch's CPU flash kernel and its backward). Data-dependent work
+    (a detector's sampled RoIs) is counted as run; ops outside ATen's dispatcher (the C++ scan,
+    mmcv's RoIAlign) are not, nor elementwise ops."""
+    from torch.utils import flop_counter
+    aten = torch.ops.aten
+
+    def cpu_flash(query, key, value, *args, **kwargs):
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def cpu_flash_backward(grad_out, query, key, value, *args, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_flash_backward}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        step()
+    return counter.get_total_flops() / 2
+
+
 # ------------------------------------------------------------------------------------- memory
 def release_memory():
     """Give freed memory back (garbage cycles, glibc's free lists, CUDA's cache)."""

@@ -18,9 +18,13 @@ bfloat16 autocast, see mmmv.runtime).
 Each model is timed with ``with_cp`` False and True, interleaved (median of --reps after a warm-up
 step that also creates the optimizer state), then the peak memory of one step is measured in a
 fresh child process per setting (method in ``benchmarks/common.py``: above the model, its
-optimizer state and the batch). The roofline line divides 3 x 2 images x the model's forward
-MACs (``mmmv.flops.model_complexity`` at this input size, test-mode proposals; the usual
-training estimate) by the step time, against the measured float32 matmul rate.
+optimizer state and the batch). The roofline line divides the multiply-accumulates of one
+with_cp=False step, counted op by op while it runs (``common.counted_step_macs``: forward,
+backward, optimizer; a detector's sampled RoIs as sampled), by the step time, against the
+measured float32 matmul rate; with_cp's recomputation is not counted as useful work. For
+reference the table also gives get_flops' forward count of one image (``mmmv.flops``: mmdet's
+tensor mode, which runs a detector's box and mask heads on all 1,000 test proposals of each cascade
+stage, so 3 x 2 x that is no estimate of a detector's training step).
 
     python benchmarks/train_step.py                 # both models
     python benchmarks/train_step.py --models seg --reps 3
@@ -202,7 +206,11 @@ def main():
             load_after = common.load_average()
             del steps
             common.release_memory()
-        macs = forward_macs(name) if args.flops else None
+        macs = step_macs = None
+        if args.flops:
+            macs = forward_macs(name)
+            log(f'counting the multiply-accumulates of one {name} step')
+            step_macs = common.counted_step_macs(make_step(name, False, args.amp, device))
         peaks = {}
         for cp in (False, True):
             if args.memory:
@@ -212,7 +220,6 @@ def main():
                 peaks[cp] = common.measure_peak(os.path.abspath(__file__), spec)
         for cp in (False, True):
             t = common.median(times[f'with_cp={cp}'])
-            step_macs = None if macs is None else 3 * BATCH * macs
             gflops = None if step_macs is None else 2 * step_macs / t / 1e9
             rows.append([
                 name, MODELS[name][0], f'{MODELS[name][1][0]}x{MODELS[name][1][1]}', cp,
@@ -220,12 +227,14 @@ def main():
                 common.fmt(peaks.get(cp), '.0f'),
                 common.fmt(None if not cp or not peaks.get(cp) or not peaks.get(False)
                            else 100 * (1 - peaks[cp] / peaks[False]), '.0f', suffix='%'),
+                common.fmt(None if macs is None else macs / 1e9, '.0f'),
                 common.fmt(None if step_macs is None else step_macs / 1e9, '.0f'),
                 common.fmt(gflops, '.1f'),
                 common.fmt(None if gflops is None else 100 * gflops / matmul, '.0f', suffix='%'),
                 f'{common.format_load(load_before)} / {common.format_load(load_after)}'])
     headers = ['model', 'config', 'input', 'with_cp', 'median s', 'runs', 'peak MiB',
-               'memory saved', 'GMAC (3x fwd)', 'GFLOP/s', 'of matmul', 'load before / after']
+               'memory saved', 'get_flops GMAC (1 image, fwd)', 'GMAC per step (counted)',
+               'GFLOP/s', 'of matmul', 'load before / after']
     print(f'\n#### Training step, batch {BATCH}\n')
     print(common.markdown_table(headers, rows))
     print(f'\nfloat32 matmul at the end: {common.matmul_gflops(device):.1f} GFLOP/s; '
