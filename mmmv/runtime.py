@@ -224,6 +224,15 @@ def init_cpu_distributed(cfg: Config):
     dist.init_process_group(backend='gloo', **dist_cfg)
 
 
+def release_distributed():
+    """Destroy the process group a run used (a no-op without one). Left to interpreter exit,
+    gloo's threads are torn down unjoined and a rank can abort ("terminate called without an
+    active exception") after its work has finished."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _hook_name(hook) -> str:
     kind = hook.get('type') if isinstance(hook, dict) else type(hook)
     return (kind if isinstance(kind, str) else getattr(kind, '__name__', '')).split('.')[-1]

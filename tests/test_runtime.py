@@ -103,3 +103,15 @@ def test_result_dump():
     seg = _cfg('mmseg')
     enable_result_dump(seg, 'out_dir')
     assert seg.test_evaluator.output_dir == 'out_dir' and seg.test_evaluator.keep_results
+
+
+def test_release_distributed_destroys_the_process_group(tmp_path):
+    import torch.distributed as dist
+
+    from mmmv.runtime import release_distributed
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    assert dist.is_initialized()
+    release_distributed()
+    assert not dist.is_initialized()
+    release_distributed()  # without a group: nothing to do, no error

@@ -40,7 +40,7 @@ def main():
     from mmengine.dist import get_rank
     from mmmv.input_checks import check_dataset_paths
     from mmmv.runtime import (build_runner, enable_result_dump, enable_tta,
-                              enable_visualization, load_config)
+                              enable_visualization, load_config, release_distributed)
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     check_dataset_paths(cfg, ['test_dataloader'], ['test_evaluator'])
@@ -52,8 +52,11 @@ def main():
     if args.out:
         enable_result_dump(cfg, args.out)
     # mmseg reports numpy scalars: make every metric a plain Python number
-    metrics = {k: v.item() if hasattr(v, 'item') else v
-               for k, v in build_runner(cfg).test().items()}
+    try:
+        metrics = {k: v.item() if hasattr(v, 'item') else v
+                   for k, v in build_runner(cfg).test().items()}
+    finally:
+        release_distributed()
     if get_rank() == 0:
         print(format_metrics(metrics))
         os.makedirs(cfg.work_dir, exist_ok=True)

@@ -28,7 +28,7 @@ def main():
     args = parse_args()
     from mmmv.input_checks import check_dataset_paths
     from mmmv.runtime import (adapt_to_device, build_runner, enable_amp, find_resume_checkpoint,
-                              load_config)
+                              load_config, release_distributed)
 
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     validate = bool(cfg.get('val_cfg')) and cfg.get('val_dataloader') is not None
@@ -49,7 +49,10 @@ def main():
             print(f'--resume: no checkpoint in {cfg.work_dir}; training from the start')
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    build_runner(cfg).train()
+    try:
+        build_runner(cfg).train()
+    finally:
+        release_distributed()
 
 
 if __name__ == '__main__':
