@@ -51,13 +51,14 @@ def main():
         enable_tta(cfg)
     if args.out:
         enable_result_dump(cfg, args.out)
-    # mmseg reports numpy scalars: make every metric a plain Python number
     try:
+        # mmseg reports numpy scalars: make every metric a plain Python number
         metrics = {k: v.item() if hasattr(v, 'item') else v
                    for k, v in build_runner(cfg).test().items()}
+        main_process = get_rank() == 0  # asked while the process group still exists
     finally:
         release_distributed()
-    if get_rank() == 0:
+    if main_process:
         print(format_metrics(metrics))
         os.makedirs(cfg.work_dir, exist_ok=True)
         path = osp.join(cfg.work_dir, 'metrics.json')
