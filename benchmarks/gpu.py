@@ -32,9 +32,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import scan  # noqa: E402
 
-SCAN_SHAPE = (2, 160, 8, 4096)  # batch, channels, state, tokens: T's stage-3 window at 512x512
-SCAN_INPUTS = ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias')
+# batch, channels, state, tokens: T's stage-3 window at 512x512
+SCAN_SHAPE = (2, 160, scan.STATE, 4096)
 
 
 def usable_backends(device):
@@ -73,16 +74,11 @@ def relative_error(x, ref):
 
 
 def scan_inputs(device, dtype):
-    b, d, n, length = SCAN_SHAPE
-    gen = torch.Generator().manual_seed(0)
-    tensors = dict(
-        u=torch.randn(b, d, length, generator=gen),
-        delta=torch.randn(b, d, length, generator=gen) * 0.5 - 2.0,
-        A=-torch.rand(d, n, generator=gen) * n - 0.5,
-        B=torch.randn(b, n, length, generator=gen),
-        C=torch.randn(b, n, length, generator=gen),
-        D=torch.randn(d, generator=gen),
-        delta_bias=torch.rand(d, generator=gen) * 0.1)
+    """``scan.py``'s mixer-like inputs of SCAN_SHAPE (seed 0) in ``dtype``, requiring grad."""
+    b, d, _, length = SCAN_SHAPE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tensors = scan.make_inputs(b, d, length, torch.device('cpu'))
     return {k: v.to(device, dtype).requires_grad_() for k, v in tensors.items()}
 
 
@@ -110,7 +106,7 @@ def check_scan(device, backends, tol):
         rows.append([name] + [f'{e:.1e}' for e in errors] + ['pass' if passed else 'FAIL'])
     print(f'\n#### Scan against the float64 loop, shape (b, d, n, l) = {SCAN_SHAPE}, '
           f'relative error, tolerance {tol:g}\n')
-    print(common.markdown_table(['backend', 'y'] + [f'd{k}' for k in SCAN_INPUTS] + ['result'],
+    print(common.markdown_table(['backend', 'y'] + [f'd{k}' for k in ref_inputs] + ['result'],
                                 rows))
     return ok
 
