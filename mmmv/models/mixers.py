@@ -34,8 +34,9 @@ def fast_paths(enabled=True):
     padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
     depthwise convs run as shifted multiply-adds on a CPU, and inference (autograd off) folds
     eval-mode BatchNorm into the convs before it, applies activations and residual additions in
-    place on temporaries, and on a CPU runs the conv stages channels-last. Off, the model runs the published computation op for op: what benchmarks
-    compare against and what tracers (FLOP counters, export) always see.
+    place on temporaries, and on a CPU runs the conv stages channels-last. Off, the model runs the
+    published computation op for op: what benchmarks compare against and what tracers (FLOP
+    counters, export) always see.
     """
     _FAST_PATHS.append(bool(enabled))
     try:
