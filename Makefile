@@ -16,13 +16,13 @@ install: $(STAMP)
 
 # Re-runs only when an input of the install changes: a second `make install` takes seconds.
 $(STAMP): setup.py requirements/runtime.txt requirements/tests.txt requirements/constraints.txt \
-          tools/build_mmcv.sh $(wildcard mmmv/ops/csrc/*.cpp)
+          tools/build_mmcv.sh $(wildcard mmmv/ops/csrc/*.cpp mmmv/ops/csrc/*.h)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) setuptools wheel ninja
 	$(PIP) torch torchvision
 	wheel=$$(bash tools/build_mmcv.sh $(PY) | tail -n 1) && $(PIP) "$$wheel"
 	$(PIP) --no-build-isolation -e ".[tests]"
-	# the editable install does not compile extensions: build the C++ scan kernel in place
+	# the editable install does not compile extensions: build the C++ kernels in place
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 

@@ -1,15 +1,18 @@
 """mmmv: MambaVision backbones for OpenMMLab (mmdet 3.x, mmsegmentation 1.x).
 
-The CPU selective-scan kernel is a small C++ extension built with PyTorch's own tooling; it needs
-torch at build time (`pip install --no-build-isolation -e .`, as `make install` does). Without a
-compiler or torch at build time the package still installs and uses its pure-PyTorch scan.
+The CPU kernels (selective scan, attention) are small C++ extensions built with PyTorch's own
+tooling; they need torch at build time (`pip install --no-build-isolation -e .`, as `make install`
+does). Without a compiler or torch at build time the package still installs and uses its
+pure-PyTorch scan and PyTorch's attention.
 """
 import os
 
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCAN_SOURCE = os.path.join('mmmv', 'ops', 'csrc', 'selective_scan_cpu.cpp')
+CSRC = os.path.join('mmmv', 'ops', 'csrc')
+EXTENSIONS = {'mmmv.ops._scan_cpu': 'selective_scan_cpu.cpp',
+              'mmmv.ops._attention_cpu': 'attention_cpu.cpp'}
 
 
 def read_requirements(name):
@@ -18,18 +21,20 @@ def read_requirements(name):
 
 
 def extension_kwargs():
-    """ext_modules / cmdclass for the CPU scan kernel, or nothing when it cannot be built."""
-    if os.environ.get('MMMV_NO_EXT') == '1' or not os.path.exists(os.path.join(HERE, SCAN_SOURCE)):
+    """ext_modules / cmdclass for the CPU kernels, or nothing when they cannot be built."""
+    sources = {name: os.path.join(CSRC, source) for name, source in EXTENSIONS.items()}
+    if os.environ.get('MMMV_NO_EXT') == '1' or not all(
+            os.path.exists(os.path.join(HERE, path)) for path in sources.values()):
         return {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
         return {}
-    ext = CppExtension(
-        'mmmv.ops._scan_cpu', [SCAN_SOURCE],
-        extra_compile_args=['-O3', '-std=c++20', '-fopenmp', '-fno-trapping-math', '-ffp-contract=fast'],
-        extra_link_args=['-fopenmp'])
-    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)})
+    flags = ['-O3', '-std=c++20', '-fopenmp', '-fno-trapping-math', '-ffp-contract=fast']
+    exts = [CppExtension(name, [path], extra_compile_args=flags, extra_link_args=['-fopenmp'],
+                         depends=[os.path.join(CSRC, 'cpu_math.h')])
+            for name, path in sources.items()]
+    return dict(ext_modules=exts, cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)})
 
 
 setup(
@@ -41,7 +46,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
     packages=find_packages(include=['mmmv', 'mmmv.*']),
-    package_data={'mmmv.ops': ['csrc/*.cpp']},
+    package_data={'mmmv.ops': ['csrc/*.cpp', 'csrc/*.h']},
     install_requires=read_requirements('runtime.txt'),
     extras_require={
         'cuda': read_requirements('cuda.txt'),

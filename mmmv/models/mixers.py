@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmmv.ops import selective_scan
+from mmmv.ops import attention, selective_scan
 
 _FAST_PATHS = [True]
 
@@ -32,7 +32,9 @@ def fast_paths(enabled=True):
 
     The shortcuts (on by default) change no result beyond float rounding: the last block of a
     padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
-    depthwise convs run as shifted multiply-adds on a CPU, and inference (autograd off) folds
+    depthwise convs run as shifted multiply-adds on a CPU, attention takes the backend of
+    :func:`mmmv.ops.attention` (on an AVX-512 CPU in inference our kernel instead of PyTorch's
+    flash kernel), and inference (autograd off) folds
     eval-mode BatchNorm into the convs before it, applies activations and residual additions in
     place on temporaries, and on a CPU runs the conv stages channels-last. Off, the model runs the
     published computation op for op: what benchmarks compare against and what tracers (FLOP
@@ -166,8 +168,8 @@ class Attention(nn.Module):
             length = x.shape[1]
             q = F.linear(x, weight[:c], None if bias is None else bias[:c])
             q = q.reshape(n, length, self.num_heads, head_dim).transpose(1, 2)
-        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        return self.proj(x.transpose(1, 2).reshape(n, length, c))
+        x = attention(q, k, v, self.scale, backend=None if fast_paths_enabled() else 'sdpa')
+        return self.proj(x)
 
 
 def crop_tokens(x, keep):

@@ -15,12 +15,12 @@ backward; bias, softplus and the D term around it are ordinary differentiable te
 """
 import contextlib
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 
 from . import scan_cpp
+from .backends import requested_backend
 from .scan_torch import TorchScan
 
 BACKENDS = ('auto', 'mamba_ssm', 'cpp', 'torch')
@@ -35,18 +35,6 @@ def _load_mamba():
     except Exception as err:  # a broken CUDA build fails with OSError/RuntimeError as well
         return None, f'mamba_ssm cannot be imported ({type(err).__name__}: {err})'
     return selective_scan_fn, None
-
-
-def _requested_backend(backend):
-    """The backend asked for by the argument, else by MMMV_SCAN_BACKEND, else 'auto'."""
-    if backend is not None:
-        source, value = 'backend', backend
-    else:
-        source, value = ENV_VAR, os.environ.get(ENV_VAR) or 'auto'
-    if value not in BACKENDS:
-        allowed = ', '.join(repr(name) for name in BACKENDS)
-        raise ValueError(f'selective_scan: invalid {source}={value!r}; expected one of {allowed}')
-    return value
 
 
 def _unavailable_reason(name, device):
@@ -68,7 +56,7 @@ def scan_backend(u=None, backend=None):
     backend: None (use MMMV_SCAN_BACKEND, default 'auto') or one of BACKENDS.
     Raises ValueError for an unknown name and RuntimeError for a backend that cannot run `u`.
     """
-    name = _requested_backend(backend)
+    name = requested_backend('selective_scan', backend, ENV_VAR, BACKENDS)
     device = u.device if u is not None else torch.device('cpu')
     if name == 'auto':
         candidates = ('mamba_ssm', 'cpp', 'torch')

@@ -1,0 +1,86 @@
+"""Multi-head attention forward with a choice of backends.
+
+Per batch b, head h and query i::
+
+    out[b, i, h * d + c] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, c]
+
+Backends: 'sdpa' (``F.scaled_dot_product_attention``: any device and dtype, differentiable),
+'cpp' (the `_attention_cpu` extension: float32 CPU tensors, forward only, so inference; queries
+run along the SIMD lanes, which keeps every multiply-add a full-width FMA for narrow heads such as
+MambaVision-T's 40 channels, where PyTorch's CPU flash kernel runs narrow GEMMs) and 'auto' ('cpp'
+where it can run, the CPU has AVX-512 and heads are at most CPP_MAX_HEAD_WIDTH channels wide: the
+cases where it was measured faster, see `benchmarks/attention.py`; 'sdpa' otherwise). Choose with the `backend` argument or the
+MMMV_ATTENTION_BACKEND environment variable; the argument wins.
+"""
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from .backends import load_extension, requested_backend
+
+BACKENDS = ('auto', 'sdpa', 'cpp')
+ENV_VAR = 'MMMV_ATTENTION_BACKEND'
+EXTENSION = '_attention_cpu'
+# Measured against PyTorch 2.14's CPU flash kernel with AVX-512 (benchmarks/RESULTS.md): 1.3x at
+# 40 channels per head (T), 1.08x at 48 (S), 0.95x at 64 (B).
+CPP_MAX_HEAD_WIDTH = 48
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_kernel_isas():
+    """Instruction-set variants of the 'cpp' kernel this CPU runs, widest first ([] unbuilt)."""
+    ext = load_extension(EXTENSION)[0]
+    return tuple(ext.supported_isas()) if ext is not None else ()
+
+
+def _cpp_unavailable_reason(q, k, v):
+    """None when the 'cpp' backend can run these tensors, else why it cannot."""
+    reason = load_extension(EXTENSION)[1]
+    if reason is not None:
+        return reason
+    tensors = (q, k, v)
+    if any(t.device.type != 'cpu' for t in tensors):
+        return f"the 'cpp' backend needs CPU tensors, got {q.device.type} tensors"
+    if any(t.dtype != torch.float32 for t in tensors):
+        return f"the 'cpp' backend needs float32 tensors, got {q.dtype}"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return ("the 'cpp' backend has no backward; run it under torch.no_grad() or "
+                'torch.inference_mode()')
+    return None
+
+
+def attention_backend(q, k, v, backend=None):
+    """Name of the backend that :func:`attention` runs for these tensors.
+
+    backend: None (use MMMV_ATTENTION_BACKEND, default 'auto') or one of BACKENDS. Raises
+    ValueError for an unknown name and RuntimeError for 'cpp' where it cannot run.
+    """
+    name = requested_backend('attention', backend, ENV_VAR, BACKENDS)
+    if name == 'sdpa':
+        return name
+    reason = _cpp_unavailable_reason(q, k, v)
+    if name == 'auto':
+        faster = 'avx512' in cpu_kernel_isas() and q.shape[-1] <= CPP_MAX_HEAD_WIDTH
+        return 'cpp' if reason is None and faster else 'sdpa'
+    if reason is not None:
+        raise RuntimeError(f"attention: backend 'cpp' is unavailable: {reason}")
+    return name
+
+
+def attention(q, k, v, scale, backend=None):
+    """Softmax attention of every head, heads merged: the input of an output projection.
+
+    Args:
+        q: (b, heads, lq, d).  k, v: (b, heads, lk, d).  Any strides.
+        scale: factor of the dot products (usually d ** -0.5).
+        backend: None (MMMV_ATTENTION_BACKEND, default 'auto'), 'auto', 'sdpa' or 'cpp'.
+
+    Returns:
+        (b, lq, heads * d) in q's dtype.
+    """
+    if attention_backend(q, k, v, backend) == 'cpp':
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        return load_extension(EXTENSION)[0].forward(q, k, v, scale, 'auto').flatten(2)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return out.transpose(1, 2).flatten(2)
