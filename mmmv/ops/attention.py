@@ -8,8 +8,8 @@ Backends: 'sdpa' (``F.scaled_dot_product_attention``: any device and dtype, diff
 'cpp' (the `_attention_cpu` extension: float32 CPU tensors, forward only, so inference; queries
 run along the SIMD lanes, which keeps every multiply-add a full-width FMA for narrow heads such as
 MambaVision-T's 40 channels, where PyTorch's CPU flash kernel runs narrow GEMMs) and 'auto' ('cpp'
-where it can run, the CPU has AVX-512 and heads are at most CPP_MAX_HEAD_WIDTH channels wide: the
-cases where it was measured faster, see `benchmarks/attention.py`; 'sdpa' otherwise). Choose with the `backend` argument or the
+where it can run, the CPU has AVX2 or AVX-512 and heads are at most CPP_MAX_HEAD_WIDTH channels
+wide: the cases where it was measured faster, see `benchmarks/attention.py`; 'sdpa' otherwise). Choose with the `backend` argument or the
 MMMV_ATTENTION_BACKEND environment variable; the argument wins.
 """
 import functools
@@ -22,9 +22,10 @@ from .backends import load_extension, requested_backend
 BACKENDS = ('auto', 'sdpa', 'cpp')
 ENV_VAR = 'MMMV_ATTENTION_BACKEND'
 EXTENSION = '_attention_cpu'
-# Measured against PyTorch 2.14's CPU flash kernel with AVX-512 (benchmarks/RESULTS.md): 1.3x at
-# 40 channels per head (T), 1.08x at 48 (S), 0.95x at 64 (B).
-CPP_MAX_HEAD_WIDTH = 48
+# Head widths measured against PyTorch 2.14's CPU flash kernel (benchmarks/RESULTS.md): 40 (T),
+# 48 (S) and 64 (B), 1.2x-1.5x faster; wider heads are not measured.
+CPP_MAX_HEAD_WIDTH = 64
+FAST_ISAS = ('avx512', 'avx2')  # the kernel's variants that were measured faster
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +62,8 @@ def attention_backend(q, k, v, backend=None):
         return name
     reason = _cpp_unavailable_reason(q, k, v)
     if name == 'auto':
-        faster = 'avx512' in cpu_kernel_isas() and q.shape[-1] <= CPP_MAX_HEAD_WIDTH
+        widest = cpu_kernel_isas()[0] if cpu_kernel_isas() else None  # the one 'cpp' runs
+        faster = widest in FAST_ISAS and q.shape[-1] <= CPP_MAX_HEAD_WIDTH
         return 'cpp' if reason is None and faster else 'sdpa'
     if reason is not None:
         raise RuntimeError(f"attention: backend 'cpp' is unavailable: {reason}")
