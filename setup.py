@@ -34,7 +34,8 @@ def extension_kwargs():
     exts = [CppExtension(name, [path], extra_compile_args=flags, extra_link_args=['-fopenmp'],
                          depends=[os.path.join(CSRC, 'cpu_math.h')])
             for name, path in sources.items()]
-    return dict(ext_modules=exts, cmdclass={'build_ext': BuildExtension.with_options(use_ninja=True)})
+    build_ext = BuildExtension.with_options(use_ninja=True)
+    return dict(ext_modules=exts, cmdclass={'build_ext': build_ext})
 
 
 setup(

@@ -2,10 +2,11 @@
 scaled_dot_product_attention (its CPU flash kernel), interleaved in one run (not a test).
 
 Cases are the attention calls of MambaVision inference, batch 1 (stages counted from 1, as in
-benchmarks/scan.py): per stage the window's tokens (keys), the queries (all tokens, or the kept ones in the last block of a padded stage), heads and
-head width. GFLOP/s counts 4 * lq * lk * heads * d (two products of multiply-adds); 'vs sdpa' > 1
-means faster than PyTorch. 'max err' is the largest deviation from a float64 softmax attention
-over the first 128 queries.
+benchmarks/scan.py): per stage the window's tokens (keys), the queries (all tokens, or the kept
+ones in the last block of a padded stage), heads and head width. GFLOP/s counts
+4 * lq * lk * heads * d (two products of multiply-adds); 'vs sdpa' > 1 means faster than
+PyTorch. 'max err' is the largest deviation from a float64 softmax attention over the first 128
+queries.
 
     python benchmarks/attention.py          # all cases, median of 5
     python benchmarks/attention.py --quick  # the T segmentation cases, median of 3

@@ -94,7 +94,8 @@ def _safe_torch_load(load, filename, allow_unsafe):
             raise UnsafeCheckpointError(
                 f"Refused to load checkpoint '{filename}': it contains an object that is not on "
                 f"mmmv's allow-list of safe types ({reason}). If you trust the file, set "
-                f'{UNSAFE_ENV}=1 (or pass --unsafe-load to the tools) to unpickle it fully.') from None
+                f'{UNSAFE_ENV}=1 (or pass --unsafe-load to the tools) to unpickle it '
+                'fully.') from None
 
 
 def load_checkpoint_file(filename: str, map_location='cpu', allow_unsafe=None) -> Dict:

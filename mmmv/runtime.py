@@ -199,7 +199,8 @@ def enable_result_dump(cfg: Config, out: str):
 
 
 def enable_tta(cfg: Config):
-    """The ``--tta`` flag: wrap the model in the config's ``tta_model`` with its ``tta_pipeline``."""
+    """The ``--tta`` flag: wrap the model in the config's ``tta_model`` with its
+    ``tta_pipeline``."""
     if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
         raise ValueError('--tta needs tta_model and tta_pipeline in the config')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

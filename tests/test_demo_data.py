@@ -14,7 +14,8 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location('make_demo_data', osp.join(ROOT, 'tools', 'make_demo_data.py'))
+_spec = importlib.util.spec_from_file_location('make_demo_data',
+                                               osp.join(ROOT, 'tools', 'make_demo_data.py'))
 mdd = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(mdd)
 
@@ -55,7 +56,8 @@ def test_layout(demo):
     for split, ade_split, n in (('train', 'training', 6), ('val', 'validation', 4)):
         assert f'coco/annotations/instances_{split}.json' in files
         assert len([f for f in files if f.startswith(f'coco/{split}/') and f.endswith('.png')]) == n
-        assert len([f for f in files if f.startswith(f'ade/images/{ade_split}/') and f.endswith('.jpg')]) == n
+        assert len([f for f in files
+                    if f.startswith(f'ade/images/{ade_split}/') and f.endswith('.jpg')]) == n
         assert len([f for f in files if f.startswith(f'ade/annotations/{ade_split}/')
                     and f.endswith('.png')]) == n
     # nothing left over from the atomic write
@@ -88,8 +90,9 @@ def test_val_differs_from_train(demo):
     for v in val:
         for t in train:
             assert not np.array_equal(v, t)
-    lab_t = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((demo / 'ade/annotations/training').iterdir())]
-    lab_v = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((demo / 'ade/annotations/validation').iterdir())]
+    lab_t, lab_v = ([cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+                     for p in sorted((demo / f'ade/annotations/{split}').iterdir())]
+                    for split in ('training', 'validation'))
     for v in lab_v:
         for t in lab_t:
             assert not np.array_equal(v, t)
@@ -99,7 +102,8 @@ def test_image_independent_of_count(demo, tmp_path):
     # image i comes from its own stream: asking for more images keeps the first ones unchanged
     other = tmp_path / 'more'
     _make(other, num_train=8)
-    assert filecmp.cmp(demo / 'coco/train/000003.png', other / 'coco/train/000003.png', shallow=False)
+    assert filecmp.cmp(demo / 'coco/train/000003.png', other / 'coco/train/000003.png',
+                       shallow=False)
     assert filecmp.cmp(demo / 'coco/val/000001.png', other / 'coco/val/000001.png', shallow=False)
 
 
@@ -128,8 +132,8 @@ def test_coco_consistent(demo, split, ade_split):
             # the polygons decode to exactly the visible mask: same area, same tight box
             assert m.sum() == ann['area'] > 0
             x, y, w, h = ann['bbox']
-            assert mask_utils.toBbox(mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))).tolist() == \
-                [x, y, w, h]
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            assert mask_utils.toBbox(rle).tolist() == [x, y, w, h]
             # the bbox contains every polygon vertex
             pts = np.concatenate([np.array(p).reshape(-1, 2) for p in ann['segmentation']])
             assert pts[:, 0].min() >= x and pts[:, 0].max() <= x + w
@@ -143,7 +147,8 @@ def test_coco_consistent(demo, split, ade_split):
         sat = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)[..., 1].astype(float)
         assert sat[label > 0].mean() > sat[label == 0].mean() + 40
         # the ADE image shows the same scene (JPEG, so only nearly the same pixels)
-        jpg = cv2.imread(str(demo / f'ade/images/{ade_split}' / img_info['file_name'].replace('.png', '.jpg')))
+        jpg_name = img_info['file_name'].replace('.png', '.jpg')
+        jpg = cv2.imread(str(demo / f'ade/images/{ade_split}' / jpg_name))
         assert np.abs(jpg.astype(float) - img).mean() < 8
 
 
@@ -172,7 +177,8 @@ def test_colour_modes(demo, tmp_path):
     other = tmp_path / 'random'
     _make(other, colours='random', num_train=20, num_val=2)
     assert _load(other / 'meta.json')['colours'] == 'random'
-    off = [abs((hue - mdd.CLASS_HUES[cat - 1] + 180) % 360 - 180) for cat, hue in _instance_hues(other)]
+    off = [abs((hue - mdd.CLASS_HUES[cat - 1] + 180) % 360 - 180)
+           for cat, hue in _instance_hues(other)]
     assert max(off) > 60
     with pytest.raises(ValueError):
         _make(tmp_path / 'bad', colours='pastel')

@@ -6,10 +6,10 @@ sizes, positions and rotations on a noisy grey background. By default each class
 family (circles reddish, squares greenish, triangles bluish, each +-50 degrees of hue, random
 saturation and brightness): a model trained from scratch for a few hundred CPU iterations then
 learns the classes, while with ``colours='random'`` (any hue; only the shape tells the class)
-it does not (a UperNet demo stayed at chance after 300 iterations). Shapes may overlap; later shapes hide
-earlier ones, and every annotation describes the *visible* part. Placements that would leave a
-shape mostly hidden, split into pieces too small to outline, or with a hole (which a COCO polygon
-cannot describe) are re-drawn, so the polygons, boxes and label maps all agree.
+it does not (a UperNet demo stayed at chance after 300 iterations). Shapes may overlap; later
+shapes hide earlier ones, and every annotation describes the *visible* part. Placements that
+would leave a shape mostly hidden, split into pieces too small to outline, or with a hole (which
+a COCO polygon cannot describe) are re-drawn, so the polygons, boxes and label maps all agree.
 
 The same scenes are written in two layouts under the output root (default ``data/demo``)::
 
@@ -74,7 +74,8 @@ def _shape_polygon(rng, kind, size):
     elif kind == 1:
         half = r * np.sqrt(np.pi) / 2           # same area as the circle
         ang = theta + np.pi / 4 + np.arange(4) * np.pi / 2
-        pts = np.stack([cx + half * np.sqrt(2) * np.cos(ang), cy + half * np.sqrt(2) * np.sin(ang)], 1)
+        radius = half * np.sqrt(2)
+        pts = np.stack([cx + radius * np.cos(ang), cy + radius * np.sin(ang)], 1)
     else:
         circ = r * 1.3                           # circumradius of an equilateral triangle
         ang = theta + np.arange(3) * 2 * np.pi / 3
@@ -150,7 +151,10 @@ def _random_colour(rng, kind, colours):
 
 
 def make_scene(rng, size, colours='class'):
-    """Draw one scene. Returns (RGB uint8 image, label map uint8, list of (class_idx, visible mask))."""
+    """Draw one scene.
+
+    Returns (RGB uint8 image, label map uint8, list of (class_idx, visible mask)).
+    """
     target = int(rng.integers(1, MAX_SHAPES + 1))
     shapes = []                                  # (class_idx, full mask), bottom to top
     for _ in range(target):
@@ -215,14 +219,16 @@ def _write_split(root, coco_split, ade_split, stream, seed, num, size, colours):
         name = f'{i:06d}'
         bgr = img[..., ::-1]
         cv2.imwrite(osp.join(coco_dir, name + '.png'), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6])
-        cv2.imwrite(osp.join(ade_img_dir, name + '.jpg'), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        cv2.imwrite(osp.join(ade_img_dir, name + '.jpg'), bgr,
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         cv2.imwrite(osp.join(ade_ann_dir, name + '.png'), label, [cv2.IMWRITE_PNG_COMPRESSION, 6])
         image_id = i + 1
         images.append(dict(id=image_id, file_name=name + '.png', height=size, width=size))
         for class_idx, mask in instances:
             annotations.append(_coco_annotation(mask, class_idx, image_id, len(annotations) + 1))
     coco = dict(
-        info=dict(description=f'mmmv synthetic shapes demo ({coco_split})', version=str(GENERATOR_VERSION)),
+        info=dict(description=f'mmmv synthetic shapes demo ({coco_split})',
+                  version=str(GENERATOR_VERSION)),
         licenses=[],
         images=images,
         annotations=annotations,
@@ -261,7 +267,8 @@ def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=
             with open(meta_path) as f:
                 if json.load(f) == meta:
                     if verbose:
-                        print(f'make_demo_data: {out_dir} is up to date (seed {seed}); nothing to do')
+                        print(f'make_demo_data: {out_dir} is up to date (seed {seed}); '
+                              'nothing to do')
                     return dict(meta, out_dir=out_dir, skipped=True)
         except (OSError, ValueError):
             pass
@@ -290,7 +297,8 @@ def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=
     if verbose:
         for split, (n_img, n_ann) in counts.items():
             print(f'make_demo_data: {split}: {n_img} images, {n_ann} instances ({size}x{size})')
-        print(f'make_demo_data: wrote {out_dir}/coco (train, val, annotations/instances_{{train,val}}.json)')
+        print(f'make_demo_data: wrote {out_dir}/coco '
+              '(train, val, annotations/instances_{train,val}.json)')
         print(f'make_demo_data: wrote {out_dir}/ade (images|annotations/{{training,validation}})')
     return dict(meta, out_dir=out_dir, skipped=False,
                 num_instances={k: v[1] for k, v in counts.items()})

@@ -9,8 +9,9 @@ Backends: 'sdpa' (``F.scaled_dot_product_attention``: any device and dtype, diff
 run along the SIMD lanes, which keeps every multiply-add a full-width FMA for narrow heads such as
 MambaVision-T's 40 channels, where PyTorch's CPU flash kernel runs narrow GEMMs) and 'auto' ('cpp'
 where it can run, the CPU has AVX2 or AVX-512 and heads are at most CPP_MAX_HEAD_WIDTH channels
-wide: the cases where it was measured faster, see `benchmarks/attention.py`; 'sdpa' otherwise). Choose with the `backend` argument or the
-MMMV_ATTENTION_BACKEND environment variable; the argument wins.
+wide: the cases where it was measured faster, see `benchmarks/attention.py`; 'sdpa' otherwise).
+Choose with the `backend` argument or the MMMV_ATTENTION_BACKEND environment variable; the
+argument wins.
 """
 import functools
 

@@ -6,7 +6,7 @@ import os
 
 @functools.lru_cache(maxsize=None)
 def load_extension(name):
-    """(module ``mmmv.ops.<name>``, None), or (None, a sentence saying why it cannot be imported)."""
+    """(module ``mmmv.ops.<name>``, None), or (None, a sentence saying why it cannot load)."""
     try:
         return importlib.import_module(f'mmmv.ops.{name}'), None
     except ImportError as err:

@@ -89,8 +89,8 @@ MMMV_INLINE void store(float* p, Vec<W> x) {
   *reinterpret_cast<Vec<W>*>(p) = x;
 }
 
-// Scores of R keys against the tile, scaled: scores[r, :] = sum_c key_r[c] * qt[c, :].
-// Returns the lane-wise max of the R rows folded into `running` (NV vectors).
+// Scores of R keys against the tile, scaled: scores[r, :] = sum_c key_r[c] * qt[c, :]; their
+// lane-wise max is folded into `running` (NV vectors).
 template <int W, int NV, int R>
 MMMV_INLINE void score_rows(const float* qt, const float* key, int64_t key_stride, int64_t d,
                             float* scores, Vec<W>* running) {
@@ -162,7 +162,7 @@ MMMV_INLINE void attend_tile(const Head& h, int64_t q0, Scratch& s) {
       score_rows<W, NV, 1>(s.qt, key + j * d, d, d, s.scores + j * T, block_max);
     }
     // Online softmax: rescale what was accumulated under the old max, then exponentiate.
-    float new_max[T], rescale[T];
+    alignas(64) float new_max[T], rescale[T];  // written as vectors
     for (int v = 0; v < NV; ++v) store<W>(new_max + v * W, block_max[v]);
     for (int i = 0; i < T; ++i) rescale[i] = exp_f32(s.max[i] - new_max[i]);
     for (int64_t c = 0; c < d; ++c) {
