@@ -91,6 +91,14 @@ def test_kernel_threads_split_work_without_sharing_buffers():
 
 
 @needs_kernel
+def test_kernel_takes_keys_and_values_of_any_strides():
+    q, k, v = qkv_views(1, 2, 20, 40, 8)
+    k_t, v_t = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in (k, v))  # stride 1: tokens
+    out = KERNEL.forward(q, k_t, v_t, 0.5, 'auto')
+    torch.testing.assert_close(out.flatten(2).double(), reference(q, k, v, 0.5), **TOL)
+
+
+@needs_kernel
 def test_kernel_rejects_bad_input():
     q = torch.randn(1, 2, 4, 8)
     with pytest.raises(RuntimeError, match="isa 'sse9' is not run by this CPU.*baseline"):

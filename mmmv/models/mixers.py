@@ -33,10 +33,10 @@ def fast_paths(enabled=True):
     The shortcuts (on by default) change no result beyond float rounding: the last block of a
     padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
     depthwise convs run as shifted multiply-adds on a CPU, attention takes the backend of
-    :func:`mmmv.ops.attention` (on an AVX-512 CPU in inference our kernel instead of PyTorch's
-    flash kernel), and inference (autograd off) folds
-    eval-mode BatchNorm into the convs before it, applies activations and residual additions in
-    place on temporaries, and on a CPU runs the conv stages channels-last. Off, the model runs the
+    :func:`mmmv.ops.attention` (in CPU inference on AVX2 / AVX-512 our kernel instead of PyTorch's
+    flash kernel), and inference (autograd off) folds eval-mode BatchNorm into the convs before
+    it, applies activations and residual additions in place on temporaries, and on a CPU runs the
+    conv stages channels-last. Off, the model runs the
     published computation op for op: what benchmarks compare against and what tracers (FLOP
     counters, export) always see.
     """

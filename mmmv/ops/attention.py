@@ -31,7 +31,7 @@ FAST_ISAS = ('avx512', 'avx2')  # the kernel's variants that were measured faste
 
 @functools.lru_cache(maxsize=None)
 def cpu_kernel_isas():
-    """Instruction-set variants of the 'cpp' kernel this CPU runs, widest first ([] unbuilt)."""
+    """Instruction-set variants of the 'cpp' kernel this CPU runs, widest first (none unbuilt)."""
     ext = load_extension(EXTENSION)[0]
     return tuple(ext.supported_isas()) if ext is not None else ()
 
@@ -83,7 +83,7 @@ def attention(q, k, v, scale, backend=None):
         (b, lq, heads * d) in q's dtype.
     """
     if attention_backend(q, k, v, backend) == 'cpp':
-        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        q = q if q.stride(-1) == 1 else q.contiguous()  # the kernel copies k and v itself
         with torch.profiler.record_function('mmmv::attention_cpu'):  # named in profiles
             out = load_extension(EXTENSION)[0].forward(q, k, v, scale, 'auto')
         return out.flatten(2)

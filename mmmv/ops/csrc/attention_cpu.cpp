@@ -2,7 +2,7 @@
 //
 //   out[b, i, h, :] = sum_j softmax_j(scale * q[b, h, i, :] . k[b, h, j, :]) v[b, h, j, :]
 //
-// q: (b, h, lq, d), k, v: (b, h, lk, d), any strides with unit stride along d; out: (b, lq, h, d),
+// q: (b, h, lq, d) with unit stride along d; k, v: (b, h, lk, d), any strides; out: (b, lq, h, d)
 // contiguous, i.e. already the (b, lq, h * d) layout of the output projection's input.
 //
 // Queries go along the SIMD lanes. A tile of T queries is packed transposed, (d, T), so
@@ -247,10 +247,10 @@ at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at:
   for (const at::Tensor* t : {&q, &k, &v}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat,
                 "_attention_cpu: q, k, v must be float32 CPU tensors");
-    TORCH_CHECK(t->dim() == 4 && t->stride(3) == 1,
-                "_attention_cpu: q, k, v must be (batch, heads, length, head_dim) with unit "
-                "stride along head_dim");
+    TORCH_CHECK(t->dim() == 4,
+                "_attention_cpu: q, k, v must be (batch, heads, length, head_dim)");
   }
+  TORCH_CHECK(q.stride(3) == 1, "_attention_cpu: q must have unit stride along head_dim");
   const int64_t b = q.size(0), nh = q.size(1), lq = q.size(2), d = q.size(3), lk = k.size(2);
   TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == b && k.size(1) == nh && k.size(3) == d,
               "_attention_cpu: k and v must be (batch, heads, lk, head_dim) matching q");
