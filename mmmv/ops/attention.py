@@ -84,8 +84,7 @@ def attention(q, k, v, scale, backend=None):
     """
     if attention_backend(q, k, v, backend) == 'cpp':
         q = q if q.stride(-1) == 1 else q.contiguous()  # the kernel copies k and v itself
-        with torch.profiler.record_function('mmmv::attention_cpu'):  # named in profiles
-            out = load_extension(EXTENSION)[0].forward(q, k, v, scale, 'auto')
+        out = load_extension(EXTENSION)[0].forward(q, k, v, scale, 'auto')
         return out.flatten(2)
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     return out.transpose(1, 2).flatten(2)
