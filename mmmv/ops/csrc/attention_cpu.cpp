@@ -89,18 +89,18 @@ MMMV_INLINE void store(float* p, Vec<W> x) {
   *reinterpret_cast<Vec<W>*>(p) = x;
 }
 
-// Scores of R keys against the tile, scaled: scores[r, :] = sum_c key_r[c] * qt[c, :]; their
-// lane-wise max is folded into `running` (NV vectors).
+// Scores of R consecutive keys (rows of d floats) against the tile, scaled:
+// scores[r, :] = sum_c key_r[c] * qt[c, :]; their lane-wise max is folded into `running`.
 template <int W, int NV, int R>
-MMMV_INLINE void score_rows(const float* qt, const float* key, int64_t key_stride, int64_t d,
-                            float* scores, Vec<W>* running) {
+MMMV_INLINE void score_rows(const float* qt, const float* key, int64_t d, float* scores,
+                            Vec<W>* running) {
   constexpr int T = W * NV;
   Vec<W> acc[R][NV] = {};
   for (int64_t c = 0; c < d; ++c) {
     Vec<W> q[NV];
     for (int v = 0; v < NV; ++v) q[v] = load<W>(qt + c * T + v * W);
     for (int r = 0; r < R; ++r) {
-      const float kc = key[r * key_stride + c];
+      const float kc = key[r * d + c];
       for (int v = 0; v < NV; ++v) acc[r][v] += kc * q[v];
     }
   }
@@ -156,10 +156,10 @@ MMMV_INLINE void attend_tile(const Head& h, int64_t q0, Scratch& s) {
     const float* key = h.k + j0 * d;
     int64_t j = 0;
     for (; j + R <= n; j += R) {
-      score_rows<W, NV, R>(s.qt, key + j * d, d, d, s.scores + j * T, block_max);
+      score_rows<W, NV, R>(s.qt, key + j * d, d, s.scores + j * T, block_max);
     }
     for (; j < n; ++j) {
-      score_rows<W, NV, 1>(s.qt, key + j * d, d, d, s.scores + j * T, block_max);
+      score_rows<W, NV, 1>(s.qt, key + j * d, d, s.scores + j * T, block_max);
     }
     // Online softmax: rescale what was accumulated under the old max, then exponentiate.
     alignas(64) float new_max[T], rescale[T];  // written as vectors
