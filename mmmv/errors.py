@@ -70,6 +70,10 @@ class UserError(Exception):
         return message
 
 
+class ConfigError(UserError, ValueError):
+    """A config key or value (from the file or ``--cfg-options``) that cannot work."""
+
+
 def one_line(err: BaseException) -> str:
     """The message of ``err`` on one line (a DataLoader worker's traceback text left out)."""
     message = str(err)
