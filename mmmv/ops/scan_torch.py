@@ -13,6 +13,11 @@ Memory bound: one ``(block, b, n, d)`` float32 tensor holds at most ``BLOCK_ELEM
 backward about 10, i.e. ~100 MiB and ~160 MiB of working memory whatever ``l`` is. On top come
 ``O(b d l)`` tensors (time-major copies, outputs, gradients: about 8 of size ``b * d * l`` in the
 backward) and the saved block-start states (``ceil(l / block) * b * n * d`` elements).
+
+While exported (:func:`exporting`, e.g. by ``torch.onnx.export(dynamo=True)``) the
+sequence is one block (the block length would depend on ``b``, the number of windows) and the two
+recurrences of :func:`linear_scan` are ``torch.scan`` loops, which become ONNX ``Scan`` nodes: the
+same products and sums in the same order, in a graph of a few nodes instead of a few per step.
 """
 import math
 
@@ -26,9 +31,22 @@ def block_length(b, d, n, l):
     return max(1, min(l, BLOCK_ELEMENTS // max(1, b * d * n)))
 
 
+def exporting():
+    """Whether torch.export is tracing the call (False on a PyTorch without that query)."""
+    is_exporting = getattr(torch.compiler, 'is_exporting', None)
+    return is_exporting is not None and is_exporting()
+
+
+def _torch_scan(combine_fn, init, xs, dim=0):
+    """``torch.scan`` (a prototype of PyTorch >= 2.6, imported only while exporting): the
+    outputs of ``combine_fn`` (carry, x) -> (carry, y) stacked along ``dim``."""
+    from torch._higher_order_ops.scan import scan
+    return scan(combine_fn, init, xs, dim=dim)[1]
+
+
 def _blocks(b, d, n, l):
-    """(start, end) token ranges of the blocks of a length-l sequence."""
-    size = block_length(b, d, n, l)
+    """(start, end) token ranges of the blocks of a length-l sequence (one while exporting)."""
+    size = l if exporting() else block_length(b, d, n, l)
     return [(s, min(s + size, l)) for s in range(0, l, size)]
 
 
@@ -42,6 +60,9 @@ def _scan_chunks(a, x):
 
     a, x: (K, T, *S). Returns local states and products of a since the chunk start, (K, T, *S) each.
     """
+    if exporting():
+        init = (torch.zeros_like(x[:, 0]), torch.ones_like(a[:, 0]))
+        return _torch_scan(_chunk_step, init, (a, x), dim=1)
     local, decay = torch.empty_like(x), torch.empty_like(a)
     local[:, 0], decay[:, 0] = x[:, 0], a[:, 0]
     for i in range(1, x.shape[1]):
@@ -53,11 +74,29 @@ def _scan_chunks(a, x):
 def _carry_states(chunk_decay, chunk_end, h0):
     """State entering each chunk. chunk_decay, chunk_end: (K, *S) products of a and local end states
     of the chunks; h0: (*S) state before the first chunk. Returns (K, *S)."""
+    if exporting() and chunk_end.shape[0] > 1:
+        carried = _torch_scan(_carry_step, h0, (chunk_decay[:-1], chunk_end[:-1]))
+        return torch.cat([h0.unsqueeze(0), carried])
     carry = torch.empty_like(chunk_end)
     carry[0] = h0
     for k in range(1, carry.shape[0]):
         torch.addcmul(chunk_end[k - 1], chunk_decay[k - 1], carry[k - 1], out=carry[k])
     return carry
+
+
+def _chunk_step(carry, inputs):
+    """One step of :func:`_scan_chunks` as a ``torch.scan`` body: (state, product of a), (a, x)
+    -> the next pair, also as this step's outputs."""
+    (h, decay), (a, x) = carry, inputs
+    h, decay = torch.addcmul(x, a, h), a * decay
+    return (h, decay), (h.clone(), decay.clone())
+
+
+def _carry_step(h, inputs):
+    """One step of :func:`_carry_states` as a ``torch.scan`` body."""
+    decay, end = inputs
+    h = torch.addcmul(end, decay, h)
+    return h, h.clone()
 
 
 def linear_scan(a, x, h0, steps):
