@@ -2,16 +2,17 @@
 
 For each arch (T, S, B), input size and mode the script times, interleaved in one process:
 
-    mv       MambaVision as shipped (scan backend: MMMV_SCAN_BACKEND, default 'auto': the C++
-             kernel on a CPU, mamba-ssm or the PyTorch scan on CUDA)
-    ref      the same weights and scan without the model's exact shortcuts
-             (``mmmv.models.fast_paths(False)``): the published computation op for op
+    mv       MambaVision as shipped, fast paths on; for inference deployed once with
+             ``fuse_conv_bn()`` (scan backend: MMMV_SCAN_BACKEND, default 'auto': the C++ kernel on
+             a CPU, mamba-ssm or the PyTorch scan on CUDA)
+    ref      the same weights and scan built with ``fast_paths=False`` and not fused: the
+             published computation op for op
     refloop  ref with the plain sequential-loop scan (``selective_scan_ref``, one step per token):
              what the published code amounts to without its CUDA kernel -- THE BASELINE
     loop     mv with the sequential-loop scan (isolates the scan: same model code as mv)
     noscan   mv with the scan replaced by a no-op (returns its input): the time without the
              scan, to bound the scan's share of the backbone
-    fit      MambaVision with ``fit_window=True`` (windows shrunk to the feature map; the documented
+    fit      mv with ``fit_window=True`` (windows shrunk to the feature map; the documented
              option with other numerics)
     swin     mmdet's SwinTransformer of the matching size (T: 96, depths 2-2-6-2, heads 3-6-12-24;
              S: depths 2-2-18-2; B: 128, heads 4-8-16-32; window 7 everywhere)
@@ -59,7 +60,7 @@ SIZES = {  # name: ((H, W), published windows per arch)
 MODES = {'infer': 1, 'train': 2}  # mode: batch size
 VARIANTS = ('mv', 'ref', 'refloop', 'loop', 'noscan', 'fit', 'swin')
 SLOW_VARIANTS = ('refloop', 'loop')  # timed with --baseline-reps
-PLAIN_VARIANTS = ('ref', 'refloop')  # run with fast_paths(False)
+PLAIN_VARIANTS = ('ref', 'refloop')  # built with fast_paths=False, never fused
 BASELINE = 'refloop'
 
 
@@ -99,24 +100,22 @@ def build_model(arch, size, variant, device):
     else:
         from mmmv.models import MambaVision
         model = MambaVision(ARCHS[arch][0], window_size=SIZES[size][1][arch],
-                            fit_window=variant == 'fit', drop_path_rate=0.2)
+                            fit_window=variant == 'fit', drop_path_rate=0.2,
+                            fast_paths=variant not in PLAIN_VARIANTS)
     model.init_weights()
     return model.to(device)
 
 
 def make_step(model, variant, mode, x):
     """A callable running one inference forward or one training forward + backward."""
-    from mmmv.models import fast_paths
     scan = scan_for(variant)
-    plain = variant in PLAIN_VARIANTS
 
-    @contextlib.contextmanager
     def patch():
-        with (patched_scan(scan) if scan else contextlib.nullcontext()), \
-                fast_paths(not plain):
-            yield
+        return patched_scan(scan) if scan else contextlib.nullcontext()
     if mode == 'infer':
         model.eval()
+        if variant not in PLAIN_VARIANTS + ('swin', ):
+            model.fuse_conv_bn()  # the one-time deploy step
 
         def step():
             with patch(), torch.inference_mode():
@@ -176,8 +175,8 @@ FLOPS_CACHE = {}
 
 def flops_key(arch, size, variant):
     """Variants with the same forward arithmetic share a FLOP count (all but fit and swin count
-    as mv: the count is that of the model's published computation)."""
-    return arch, size, variant if variant in ('fit', 'swin') else 'mv'
+    as ref: the count is that of the model's published computation)."""
+    return arch, size, variant if variant in ('fit', 'swin') else 'ref'
 
 
 def run_case(arch, size, mode, variants, args, device, log):
@@ -209,10 +208,12 @@ def run_case(arch, size, mode, variants, args, device, log):
     if args.flops:
         for v in variants:
             key = flops_key(arch, size, v)
-            if key not in FLOPS_CACHE:
-                models[v].eval()  # (mmdet's Swin.train() returns None: no chaining)
-                FLOPS_CACHE[key] = common.count_macs(
-                    models[v], (make_input(size, 'infer', device), ))
+            if key not in FLOPS_CACHE:  # on an unfused model with fast paths off
+                model = models[v] if v == 'swin' else build_model(arch, size, key[2], device)
+                if v == 'fit':
+                    model.set_fast_paths(False)
+                model.eval()  # (mmdet's Swin.train() returns None: no chaining)
+                FLOPS_CACHE[key] = common.count_macs(model, (make_input(size, 'infer', device), ))
             macs[v] = FLOPS_CACHE[key]
     scan_share = None
     if (mode == 'infer' and 'mv' in variants and args.profile_scan and args.timing

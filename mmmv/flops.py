@@ -51,6 +51,12 @@ R-CNN on 1000 RoIs it is of the order of 1 GMAC, under 0.1 % of the total.
 Hybrid stages run on zero-padded windows, so their token counts (and FLOPs) are those of the padded
 maps: at 800x1280 a (8, 8, 112, 56) detector pads the 50x80 stride-16 map to one 112x112 window.
 
+What is counted is the published computation op for op: MambaVision backbones must run without
+their fast paths (``MambaVision(..., fast_paths=False)`` or ``set_fast_paths(False)``, which
+:func:`model_complexity` does; :func:`flop_analyzer` refuses a model that has them on), since the
+fast paths skip padded tokens' work in the last block of a stage and run ops the counter does not
+know (the CPU attention kernel, shifted multiply-adds instead of depthwise convs).
+
 The model code does not depend on this module.
 """
 import functools
@@ -62,6 +68,8 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.analysis.print_helper import complexity_stats_table
+
+from mmmv.models import MambaVision
 
 DEFAULT_SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048)}  # (H, W), the OpenMMLab habit
 
@@ -77,6 +85,7 @@ NOT_COUNTED_OPS = frozenset({
     'aten::any', 'aten::argmax', 'aten::bitwise_and', 'aten::bitwise_or', 'aten::clamp_min',
     'aten::clone', 'aten::cos', 'aten::cumsum', 'aten::div', 'aten::div_', 'aten::erf',
     'aten::exp', 'aten::expand_as', 'aten::feature_dropout', 'aten::fill_', 'aten::gelu',
+    'aten::gelu_',
     'aten::hardtanh', 'aten::index_select', 'aten::le', 'aten::leaky_relu', 'aten::linspace',
     'aten::log', 'aten::log2', 'aten::log_softmax', 'aten::lt', 'aten::masked_select',
     'aten::max_pool2d', 'aten::maximum', 'aten::mean', 'aten::min', 'aten::minimum', 'aten::mul',
@@ -176,8 +185,14 @@ def flop_analyzer(model, inputs, extra_handles=True):
     ``extra_handles`` is False: mmengine's defaults only, what common counters report).
 
     The trace runs lazily on the first query. Unsupported-op and uncalled-module warnings are off;
-    see :func:`uncounted_ops`.
+    see :func:`uncounted_ops`. Raises ValueError for a model with a MambaVision backbone whose
+    fast paths are on (module docstring).
     """
+    fast = [name or 'the model' for name, m in model.named_modules()
+            if isinstance(m, MambaVision) and m.fast_paths]
+    if fast:
+        raise ValueError(f'{", ".join(fast)}: FLOPs count the published computation; build '
+                         'MambaVision with fast_paths=False or call set_fast_paths(False)')
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs, )
     analyzer = FlopAnalyzer(model, tuple(inputs))
@@ -198,7 +213,8 @@ def uncounted_ops(analyzer):
 # -------------------------------------------------------------------------- whole models
 def build_model(cfg):
     """The detector / segmentor of a loaded config, on the CPU, in eval mode, with random
-    weights (no pretrained checkpoint is loaded: init_weights is never called).
+    weights (no pretrained checkpoint is loaded: init_weights is never called) and MambaVision's
+    fast paths off.
 
     ``cfg`` should come from ``mmmv.runtime.load_config`` (SyncBN already turned into BN on a
     machine without CUDA). Weights are drawn from a fixed seed, so data-dependent parts (the number
@@ -220,6 +236,9 @@ def build_model(cfg):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = registry.build(model_cfg)
+    for m in model.modules():
+        if isinstance(m, MambaVision):
+            m.set_fast_paths(False)  # count the published computation
     return revert_sync_batchnorm(model).cpu().eval()
 
 

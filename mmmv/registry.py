@@ -9,10 +9,12 @@ import importlib
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .hooks import HOOK_CLASSES
-from .models import MambaVision
+from .models import MM_mamba_vision, MambaVision
 from .runtime import CPUAutocastOptimWrapper, CPUDistributedDataParallel
 
-BACKBONE_NAMES = ('MambaVision', 'MM_mamba_vision')
+# NVIDIA's configs' name builds through its keyword adapter (mmmv/models/nvidia_compat.py)
+BACKBONES = {'MambaVision': MambaVision, 'MM_mamba_vision': MM_mamba_vision}
+BACKBONE_NAMES = tuple(BACKBONES)
 DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
 
 
@@ -34,8 +36,8 @@ def register_all_modules():
     """Register the backbone (both names), the CPU optimizer and DDP wrappers and mmmv's hooks
     (in mmengine's root HOOKS registry, which mmdet's and mmseg's registries fall back to)."""
     for registry in downstream_model_registries():
-        for name in BACKBONE_NAMES:
-            registry.register_module(name=name, module=MambaVision, force=True)
+        for name, module in BACKBONES.items():
+            registry.register_module(name=name, module=module, force=True)
     OPTIM_WRAPPERS.register_module(module=CPUAutocastOptimWrapper, force=True)
     MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)
     for hook in HOOK_CLASSES:

@@ -7,7 +7,7 @@ kernel that this CPU runs is checked, not only the one 'auto' picks.
 import pytest
 import torch
 
-from mmmv.models import MambaVision, fast_paths
+from mmmv.models import MambaVision
 from mmmv.ops import attention, attention_backend
 from mmmv.ops.attention import CPP_MAX_HEAD_WIDTH, cpu_kernel_isas
 from mmmv.ops.backends import load_extension
@@ -174,8 +174,7 @@ def test_model_with_the_kernel_matches_plain_computation(monkeypatch):
     with torch.no_grad():
         fast = model(x)
         assert len(calls) == 2  # the attention block of stage 2 and that of stage 3
-        with fast_paths(False):
-            plain = model(x)
+        plain = model.set_fast_paths(False)(x)
     assert len(calls) == 2  # the published computation stays on PyTorch's attention
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

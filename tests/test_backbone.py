@@ -1,4 +1,5 @@
-"""MambaVision backbone: architecture facts (SPEC sections 1, 2, 4), options and errors."""
+"""MambaVision backbone: architecture facts (the MambaVision paper, CVPR 2025, and NVIDIA's released
+code), options and errors."""
 import logging
 import math
 
@@ -9,12 +10,15 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import MMLogger
 
-from mmmv.models import ARCH_SETTINGS, Attention, MambaVision, MambaVisionMixer
-from mmmv.models.mambavision import window_partition, window_reverse
+from mmmv.errors import ConfigError
+from mmmv.models import (ARCH_SETTINGS, Attention, MM_mamba_vision, MambaVision,
+                         MambaVisionMixer, check_backbone_cfg)
+from mmmv.models.blocks import window_partition, window_reverse
 
-# SPEC table 1: ImageNet classifier parameters in millions.
+# ImageNet-1K classifier parameters in millions (the model table of NVIDIA's MambaVision README).
 CLASSIFIER_PARAMS_M = {
-    'tiny': 31.8, 'tiny2': 35.1, 'small': 50.1, 'base': 97.7, 'large': 227.9, 'large2': 241.5}
+    'tiny': 31.8, 'tiny2': 35.1, 'small': 50.1, 'base': 97.7, 'large': 227.9, 'large2': 241.5,
+    'large3': 739.6}
 # Windows that fit the maps of a 64x64 input exactly (stage 2: 4x4, stage 3: 2x2): short scans.
 SMALL_WINDOWS = (8, 8, 4, 2)
 # A small model with every kind of block, for the behaviour tests (C = 32, 64, 128, 256).
@@ -54,7 +58,7 @@ def expected_shapes(batch, h, w, channels, indices=range(4)):
 @pytest.mark.parametrize('arch', list(ARCH_SETTINGS))
 def test_arch_presets(arch):
     cfg = ARCH_SETTINGS[arch]
-    model = build_zeros(arch, window_size=SMALL_WINDOWS).eval()
+    model = build_on_meta(arch, window_size=SMALL_WINDOWS)
     channels = tuple(cfg['dim'] * 2**i for i in range(4))
     assert model.num_features == channels
     assert [len(level.blocks) for level in model.levels] == list(cfg['depths'])
@@ -63,17 +67,22 @@ def test_arch_presets(arch):
     keys = model.state_dict().keys()
     assert ('levels.2.blocks.0.gamma_1' in keys) == (cfg['layer_scale'] is not None)
 
-    with torch.no_grad():
-        outs = model(torch.zeros(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == expected_shapes(1, 64, 64, channels)
-
-    # SPEC table 1 counts the classifier: the backbone without outnorms, plus its
+    # That table counts the classifier: the backbone without outnorms, plus its
     # norm (BatchNorm2d(C3)) and head (Linear(C3, 1000)). The table gives millions to one decimal,
-    # rounded (tiny .. base) or truncated (large: 227.96, large2: 241.55).
+    # rounded (tiny .. base, large3: 739.57) or truncated (large: 227.96, large2: 241.55).
     backbone = sum(p.numel() for n, p in model.named_parameters() if not n.startswith('outnorm'))
     classifier = backbone + 2 * channels[3] + channels[3] * 1000 + 1000
     assert CLASSIFIER_PARAMS_M[arch] in (round(classifier / 1e6, 1),
                                          math.floor(classifier / 1e5) / 10)
+
+
+# large3 is left out: 3 GB of weights, and its blocks are those of large / large2
+@pytest.mark.parametrize('arch', ['tiny', 'tiny2', 'small', 'base', 'large', 'large2'])
+def test_arch_preset_output_shapes(arch):
+    model = build_zeros(arch, window_size=SMALL_WINDOWS).eval()
+    with torch.no_grad():
+        outs = model(torch.zeros(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == expected_shapes(1, 64, 64, model.num_features)
 
 
 def test_state_dict_names_and_shapes():
@@ -145,7 +154,8 @@ def test_mixer_order(depth, mamba):
 
 
 def reference_mamba_mixer(mixer, x):
-    """SPEC sections 2 and 3 written out with plain ops, token by token. x: (N, L, C)."""
+    """The mixer as NVIDIA's MambaVisionMixer computes it (paper section 3.2), written out with
+    plain ops, token by token. x: (N, L, C)."""
     n, length, c = x.shape
     h, r, s = c // 2, mixer.dt_proj.in_features, mixer.A_log.shape[1]
 
@@ -367,37 +377,152 @@ def test_drop_path():
 
 def test_nvidia_config_keywords():
     """NVIDIA's released MM_mamba_vision configs build the same model as the arch preset."""
-    nvidia = build_on_meta(dim=96, in_dim=64, depths=[3, 3, 7, 5], num_heads=[2, 4, 8, 16],
-                           window_size=[8, 8, 112, 56], mlp_ratio=4., drop_path_rate=0.3,
-                           norm_layer='ln2d', layer_scale=None, out_indices=(0, 1, 2, 3),
-                           pretrained='ckpt.pth')
+    with torch.device('meta'):
+        nvidia = MM_mamba_vision(
+            dim=96, in_dim=64, depths=[3, 3, 7, 5], num_heads=[2, 4, 8, 16],
+            window_size=[8, 8, 112, 56], mlp_ratio=4., drop_path_rate=0.3, norm_layer='ln2d',
+            layer_scale=None, out_indices=(0, 1, 2, 3), pretrained='ckpt.pth')
+    assert isinstance(nvidia, MambaVision)
     preset = build_on_meta('small')
     assert {k: v.shape for k, v in nvidia.state_dict().items()} == {
         k: v.shape for k, v in preset.state_dict().items()}
     assert nvidia.init_cfg == dict(type='Pretrained', checkpoint='ckpt.pth')
     assert nvidia.levels[2].window_size == 112 and nvidia.levels[3].window_size == 56
+
+
+def test_arch_dict_options():
     base = MambaVision(dict(dim=16, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2),
                             layer_scale=1e-5))
     torch.testing.assert_close(base.levels[2].blocks[1].gamma_2, torch.full((64, ), 1e-5))
-    assert 'levels.2.blocks.0.gamma_1' not in build_on_meta('base', layer_scale=None).state_dict()
-    assert 'levels.0.blocks.0.gamma' in build_on_meta(layer_scale_conv=1e-6).state_dict()
+    no_scale = build_on_meta(dict(ARCH_SETTINGS['base'], layer_scale=None)).state_dict()
+    assert 'levels.2.blocks.0.gamma_1' not in no_scale
+    conv_scale = build_on_meta(dict(ARCH_SETTINGS['tiny'], layer_scale_conv=1e-6)).state_dict()
+    assert 'levels.0.blocks.0.gamma' in conv_scale
+    wide = build_on_meta(dict(MINI, mlp_ratio=2.))
+    assert wide.levels[3].blocks[0].mlp.fc1.out_features == 2 * 256
 
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(arch='huge'), "tiny, tiny2, small, base, large, large2"),
+    (dict(arch='huge'), "arch 'huge': no such MambaVision arch.*tiny, tiny2, small, base, large"),
+    (dict(arch='smal'), "did you mean 'small'"),
+    (dict(arch=3), 'must be a preset name or a dict'),
     (dict(arch=dict(dim=32, depths=(1, 1, 1, 1))), r"missing keys \['in_dim', 'num_heads'\]"),
+    (dict(arch=dict(MINI, dims=32)), "arch key 'dims': unknown.*did you mean 'dim'"),
+    (dict(arch=dict(MINI, mlp_ratio=0)), 'mlp_ratio'),
+    (dict(arch=dict(MINI, layer_scale=-1.)), 'layer_scale'),
+    (dict(arch=dict(MINI, depths=(1, 1, 0, 1))), 'depths'),
+    (dict(arch=dict(ARCH_SETTINGS['tiny'], num_heads=(2, 4, 7, 16))),
+     '7 heads do not divide the 320 channels of stage 2'),
     (dict(out_indices=(0, 4)), r'out_indices.*0\.\.3.*4'),
-    (dict(window_size=(8, 8, 0, 7)), 'window_size'),
+    (dict(out_indices=()), 'names no stage'),
+    (dict(out_indices=3), 'sequence'),
+    (dict(window_size=(8, 8, 0, 7)), 'window_size.*ints >= 1'),
     (dict(window_size=(8, 8, 14)), 'window_size'),
-    (dict(frozen_stages=5), 'frozen_stages'),
-    (dict(mlp_ratio=0), 'mlp_ratio'),
-    (dict(norm_layer='bn'), 'norm_layer'),
-    (dict(num_heads=(2, 4, 7, 16)), 'num_heads'),
-    (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')), 'pretrained'),
+    (dict(frozen_stages=5), r'frozen_stages.*-1\.\.4'),
+    (dict(drop_path_rate=1.0), r'drop_path_rate.*\[0, 1\)'),
+    (dict(with_cp='yes'), 'with_cp.*True or False'),
 ])
-def test_constructor_errors(kwargs, match):
+def test_constructor_errors(kwargs, match, monkeypatch):
+    import mmmv.models.mambavision as mambavision
+    built = []
+    monkeypatch.setattr(mambavision, 'PatchEmbed', lambda *args: built.append(args))
     with pytest.raises(ValueError, match=match):
         build_on_meta(**kwargs)
+    assert not built  # raised before building anything
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(norm_layer='bn'), "norm_layer 'bn'"),
+    (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')),
+     'pretrained'),
+    (dict(arch='tiny'), "use type='MambaVision'"),
+])
+def test_nvidia_adapter_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MM_mamba_vision(**dict(MINI, **kwargs))
+
+
+@pytest.mark.parametrize('cfg, match', [
+    (dict(type='MambaVision', archh='small'),
+     "MambaVision argument 'archh': unknown. did you mean 'arch'\\? Valid: arch, out_indices"),
+    (dict(type='mmdet.MambaVision', arch='smal'), "arch 'smal'.*did you mean 'small'"),
+    (dict(type='MambaVision', dim=32), "'dim': unknown"),
+    (dict(type='MM_mamba_vision', window_sizes=(8, 8, 4, 2), **MINI),
+     "MM_mamba_vision argument 'window_sizes': unknown. did you mean 'window_size'"),
+    (dict(type='MM_mamba_vision', dim=32, depths=(1, 1, 1, 1)), 'in_dim, num_heads'),
+    (dict(type='MM_mamba_vision', norm_layer='bn', **MINI), 'norm_layer'),
+    (dict(type='MambaVision', out_indices=(0, 4)), r'0\.\.3'),
+    (dict(type='MambaVision', window_size=(8, 8, 14, -7)), 'window_size'),
+    (dict(type='MambaVision', frozen_stages=7), r'-1\.\.4'),
+])
+def test_check_backbone_cfg_errors(cfg, match, monkeypatch):
+    import mmmv.models.mambavision as mambavision
+    monkeypatch.setattr(mambavision, 'PatchEmbed', None)  # building would fail differently
+    with pytest.raises(ConfigError, match=match):
+        check_backbone_cfg(cfg)
+
+
+def test_check_backbone_cfg_accepts_valid_configs():
+    check_backbone_cfg(dict(type='MambaVision', arch='small', out_indices=(1, 2),
+                            window_size=(8, 8, 112, 56), init_cfg=dict(type='Pretrained',
+                                                                       checkpoint='x.pth')))
+    check_backbone_cfg(dict(type='MM_mamba_vision', pretrained='x.pth', mlp_ratio=4.,
+                            layer_scale=None, **MINI))
+    check_backbone_cfg(dict(type='ResNet', depth=50, archh='not ours'))  # other backbones
+
+
+def test_only_stages_up_to_the_last_output_are_built():
+    full = build_mini()
+    model = MambaVision(MINI, window_size=SMALL_WINDOWS, out_indices=(0, 1, 2))
+    assert len(model.levels) == 3 and model.levels[2].downsample is None
+    assert model.unbuilt_prefixes() == ('levels.3.', 'levels.2.downsample.', 'outnorm3.')
+    extra = full.state_dict().keys() - model.state_dict().keys()
+    assert extra and all(k.startswith(model.unbuilt_prefixes()) for k in extra)
+    missing, unexpected = model.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and sorted(unexpected) == sorted(extra)  # a full checkpoint loads
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), full.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert build_on_meta(out_indices=(1, 3)).unbuilt_prefixes() == ('outnorm0.', 'outnorm2.')
+    frozen = build_on_meta(out_indices=(0, ), frozen_stages=4)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def _ddp_step(rank, store, result):
+    """Two steps of a DDP-wrapped MambaVision with out_indices (0, 1, 2) on gloo."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model = MambaVision(MINI, window_size=SMALL_WINDOWS, out_indices=(0, 1, 2))
+        ddp = DistributedDataParallel(model, find_unused_parameters=False)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        torch.manual_seed(1 + rank)
+        for _ in range(2):  # DDP reports unused parameters at the step after they occur
+            optimizer.zero_grad()
+            sum(o.mean() for o in ddp(torch.randn(2, 3, 64, 64))).backward()
+            optimizer.step()
+        if rank == 0:
+            torch.save({k: v.clone() for k, v in model.state_dict().items()}, result)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_without_unused_parameters(tmp_path):
+    """DDP's default find_unused_parameters=False needs every parameter in the graph: a backbone
+    that does not return stage 3 must not build (or run) it."""
+    import torch.multiprocessing as mp
+    result = tmp_path / 'state.pth'
+    mp.spawn(_ddp_step, args=(str(tmp_path / 'store'), str(result)), nprocs=2, join=True)
+    state = torch.load(result, weights_only=True)
+    assert not any(k.startswith('levels.3.') for k in state)
+    torch.manual_seed(0)
+    initial = MambaVision(MINI, window_size=SMALL_WINDOWS, out_indices=(0, 1, 2)).state_dict()
+    assert not torch.equal(state['levels.2.blocks.0.mixer.A_log'],
+                           initial['levels.2.blocks.0.mixer.A_log'])  # the steps were taken
 
 
 @pytest.mark.parametrize('shape, match', [
@@ -428,7 +553,8 @@ def test_init_weights_pretrained(monkeypatch, captured_log):
     state['head.weight'] = torch.zeros(2)
     monkeypatch.setattr(mmmv.checkpoint, 'load_backbone_state_dict',
                         lambda path: state if path == 'ckpt.pth' else None)
-    model = MambaVision(MINI, window_size=SMALL_WINDOWS, pretrained='ckpt.pth')
+    model = MambaVision(MINI, window_size=SMALL_WINDOWS,
+                        init_cfg=dict(type='Pretrained', checkpoint='ckpt.pth'))
     model.init_weights()
     assert torch.equal(model.levels[2].blocks[0].mixer.A_log,
                        source.levels[2].blocks[0].mixer.A_log)

@@ -1,31 +1,30 @@
-"""The backbone's performance shortcuts compute the same numbers as the plain computation.
+"""The backbone's exact shortcuts compute the same numbers as the published computation.
 
+Fast paths (``MambaVision(fast_paths=True)``, the default):
 - the last block of a padded hybrid stage computes only the tokens that survive the crop;
 - the CPU depthwise conv of the Mamba mixer is a sum of shifted products instead of F.conv1d;
-- inference (autograd off) folds eval-mode BatchNorm into the conv before it and applies
-  activations and residual additions in place on temporaries;
+- attention may take the C++ kernel in CPU inference (tests/test_attention.py);
 - CPU inference runs the conv stages channels-last.
+Without autograd the blocks apply activations and residual additions in place on their own
+temporaries, and ``fuse_conv_bn()`` folds eval BatchNorm into the convs once for inference.
 
-The reference is the same model with ``mmmv.models.fast_paths(False)``: the published
-computation op for op (what tracers, e.g. FLOP counters, always see).
+The reference is the same weights in a model built with ``fast_paths=False``, unfused, with
+autograd on: the published computation op for op (what FLOP counters trace).
 """
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mmmv.models import MambaVision, fast_paths
-from mmmv.models.mambavision import Block, ConvBlock, PatchEmbed, conv_bn
-from mmmv.models.mixers import crop_tokens, depthwise_conv1d
+from mmmv.models import Attention, MambaVision, MambaVisionMixer
+from mmmv.models.blocks import Block, ConvBlock, MambaVisionStage, Mlp, PatchEmbed
+from mmmv.models.mixers import WindowCrop, shifted_depthwise_conv1d
 
 MINI = dict(dim=32, in_dim=8, depths=(1, 1, 3, 2), num_heads=(1, 2, 4, 8))
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-
-
-def plain_outputs(model, x):
-    with fast_paths(False):
-        return model(x)
 
 
 def randomize_batchnorms(model):
@@ -39,69 +38,96 @@ def randomize_batchnorms(model):
             m.bias.data.normal_(0, 0.5)
 
 
-@pytest.mark.parametrize('bias', [True, False])
-def test_conv_bn_folds_eval_batchnorm(bias):
+def build_pair(window_size, **kwargs):
+    """(fast model, published model) with the same random weights, both in eval mode."""
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=bias)
-    bn = torch.nn.BatchNorm2d(6, eps=1e-4)
-    randomize_batchnorms(bn)
-    bn.eval()
-    x = torch.randn(2, 4, 9, 11)
-    # float64 reference: the conv, then the BN formula
-    y = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else
-                 conv.bias.double(), 2, 1)
-    expected = ((y - bn.running_mean.double().view(-1, 1, 1))
-                / (bn.running_var.double().view(-1, 1, 1) + bn.eps).sqrt()
-                * bn.weight.double().view(-1, 1, 1) + bn.bias.double().view(-1, 1, 1))
-    with torch.no_grad():
-        folded = conv_bn(conv, bn, x)
-    torch.testing.assert_close(folded.double(), expected, rtol=1e-5, atol=1e-5)
+    model = MambaVision(MINI, window_size=window_size, **kwargs)
+    model.init_weights()
+    randomize_batchnorms(model)
+    reference = MambaVision(MINI, window_size=window_size, fast_paths=False, **kwargs)
+    reference.load_state_dict(model.state_dict())
+    return model.eval(), reference.eval()
 
-    bn.train()  # batch statistics: never folded, running statistics updated
-    before = bn.running_mean.clone()
-    with torch.no_grad():
-        out = conv_bn(conv, bn, x)
-    assert not torch.equal(bn.running_mean, before)
-    mean = out.mean(dim=(0, 2, 3))
-    torch.testing.assert_close(mean, bn.bias.data, rtol=0, atol=1e-5)
+
+def published(model, x):
+    """The published computation's outputs (autograd on: nothing in place), detached."""
+    return [o.detach() for o in model(x)]
 
 
 @pytest.mark.parametrize('taps', [1, 3, 5])
-def test_depthwise_conv1d_matches_conv1d(taps):
+def test_shifted_depthwise_conv1d_matches_conv1d(taps):
     torch.manual_seed(0)
-    xz = torch.randn(2, 12, 9)
+    xz = torch.randn(2, 12, 9, dtype=torch.float64)
     x = xz.chunk(2, dim=1)[1]  # a strided view, as in the mixer
-    weight = torch.randn(6, 1, taps)
+    weight = torch.randn(6, 1, taps, dtype=torch.float64)
     expected = F.conv1d(x, weight, padding=taps // 2, groups=6)
-    torch.testing.assert_close(depthwise_conv1d(x, weight), expected, rtol=1e-5, atol=1e-6)
-    short = torch.randn(1, 6, 1)  # a sequence shorter than the kernel
-    torch.testing.assert_close(depthwise_conv1d(short, weight),
+    torch.testing.assert_close(shifted_depthwise_conv1d(x, weight), expected, rtol=1e-12,
+                               atol=1e-12)
+    short = torch.randn(1, 6, 1, dtype=torch.float64)  # a sequence shorter than the kernel
+    torch.testing.assert_close(shifted_depthwise_conv1d(short, weight),
                                F.conv1d(short, weight, padding=taps // 2, groups=6))
 
 
+def test_mixer_uses_conv1d_without_fast_paths(monkeypatch):
+    import mmmv.models.mixers as mixers
+    calls = []
+    monkeypatch.setattr(mixers, 'shifted_depthwise_conv1d',
+                        lambda *args: calls.append(1) or F.conv1d(*args, padding=1, groups=8))
+    mixer = MambaVisionMixer(16)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        fast = mixer(x)
+        assert len(calls) == 2  # conv1d_x and conv1d_z
+        mixer.fast_paths = False
+        torch.testing.assert_close(mixer(x), fast, rtol=0, atol=0)
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize('attention', [True, False])
-@pytest.mark.parametrize('keep', [(4, 5, 2, 3), (4, 5, 4, 1), (3, 3, 3, 3)])
-def test_block_keep_is_the_cropped_full_block(attention, keep):
+@pytest.mark.parametrize('crop', [WindowCrop(4, 5, 2, 3), WindowCrop(4, 5, 4, 1),
+                                  WindowCrop(3, 3, 3, 3)])
+def test_block_with_crop_is_the_cropped_full_block(attention, crop):
     torch.manual_seed(0)
     block = Block(32, 4, attention, drop_path=0.5, layer_scale=0.5)
-    x = torch.randn(3, keep[0] * keep[1], 32)
+    x = torch.randn(3, crop.window_h * crop.window_w, 32)
     block.eval()
     with torch.no_grad():
-        torch.testing.assert_close(block(x, keep), crop_tokens(block(x), keep))
+        torch.testing.assert_close(block(x, crop), crop.apply(block(x)))
     block.train()  # drop_path draws one number per window either way
     torch.manual_seed(1)
-    full = crop_tokens(block(x), keep)
+    full = crop.apply(block(x))
     torch.manual_seed(1)
-    torch.testing.assert_close(block(x, keep), full)
+    torch.testing.assert_close(block(x, crop), full)
+
+
+def test_window_crop_takes_the_top_left_corner():
+    x = torch.arange(2 * 4 * 5 * 3.).reshape(2, 20, 3)  # 2 windows of 4 x 5 tokens
+    kept = WindowCrop(4, 5, 2, 3).apply(x)
+    assert kept.shape == (2, 6, 3)
+    torch.testing.assert_close(kept[1, 4], x[1, 1 * 5 + 1])  # row 1, column 1 of window 1
+
+
+@pytest.mark.parametrize('h, w, expected', [
+    (4, 20, WindowCrop(14, 14, 4, 14)),   # one window high, several wide
+    (20, 14, None),                       # several high, exactly one wide: nothing cut
+    (3, 5, WindowCrop(14, 14, 3, 5)),
+])
+def test_last_block_crop(h, w, expected):
+    stage = MambaVisionStage(8, [], window_size=14)
+    assert stage.last_block_crop(h, w) == expected
+    stage.fast_paths = False
+    assert stage.last_block_crop(h, w) is None
 
 
 @pytest.mark.parametrize('make_module,shape', [
     (lambda: Block(32, 4, attention=True, layer_scale=0.5), (2, 12, 32)),
     (lambda: Block(32, 4, attention=False), (2, 12, 32)),
     (lambda: ConvBlock(8, layer_scale=None), (2, 8, 6, 5)),
+    (lambda: ConvBlock(8, layer_scale=0.3), (2, 8, 6, 5)),
     (lambda: PatchEmbed(3, 4, 8), (2, 3, 12, 12)),
+    (lambda: Mlp(8, 16), (2, 5, 8)),
 ])
-def test_inference_shortcuts_leave_the_input_alone(make_module, shape):
+def test_inplace_inference_leaves_the_input_alone(make_module, shape):
     torch.manual_seed(0)
     module = make_module()
     randomize_batchnorms(module)
@@ -109,10 +135,9 @@ def test_inference_shortcuts_leave_the_input_alone(make_module, shape):
     x = torch.randn(*shape)
     x_before = x.clone()
     with torch.no_grad():
-        fast = module(x)
-        assert torch.equal(x, x_before)
-        plain = plain_outputs(module, x)
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        inplace = module(x)
+    assert torch.equal(x, x_before)
+    torch.testing.assert_close(inplace, module(x).detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('window_size,shape', [
@@ -121,39 +146,34 @@ def test_inference_shortcuts_leave_the_input_alone(make_module, shape):
     ((8, 8, 4, 2), (1, 3, 96, 160)),    # several windows along both axes, the last ones padded
     ((8, 8, 6, 3), (1, 3, 160, 64)),    # several window rows, one (padded) window column
 ])
-def test_padded_stages_match_plain_computation(window_size, shape):
-    torch.manual_seed(0)
-    model = MambaVision(MINI, window_size=window_size)
-    model.init_weights()
-    randomize_batchnorms(model)
-    model.eval()
+def test_padded_stages_match_published_computation(window_size, shape):
+    model, reference = build_pair(window_size)
     x = torch.randn(*shape)
     x_before = x.clone()
+    expected = published(reference, x)
     with torch.no_grad():
-        fast = model(x)  # channels-last, cropped last blocks, shifted-sum convs, folded BN,
-        plain = plain_outputs(model, x)  # in-place activations and residuals
+        fast = model(x)  # channels-last, cropped last blocks, shifted-sum convs, in place
         again = model(x)
+        fused = copy.deepcopy(model).fuse_conv_bn()(x)
     assert torch.equal(x, x_before)  # the in-place updates touch only temporaries
-    for a, b, c in zip(fast, plain, again):
+    for a, b, c, d in zip(fast, expected, again, fused):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(d, b, rtol=1e-5, atol=1e-5)
         assert torch.equal(a, c)
-    fast_grad = model(x)  # gradients enabled: contiguous maps
-    for a, b in zip(fast_grad, plain):
+    for a, b in zip(model(x), expected):  # gradients enabled: contiguous maps, not in place
         torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)
 
 
-def test_padded_stage_gradients_match_plain_computation():
-    torch.manual_seed(0)
-    model = MambaVision(MINI, window_size=(8, 8, 14, 7), drop_path_rate=0.)
-    model.init_weights()
+def test_padded_stage_gradients_match_published_computation():
+    model, reference = build_pair((8, 8, 14, 7), drop_path_rate=0.)
     x = torch.randn(2, 3, 64, 64)
     grads = []
-    for run in (model, lambda inp: plain_outputs(model, inp)):
-        model.zero_grad(set_to_none=True)
+    for run in (model, reference):
+        run.train()
         outs = run(x)
         sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
-                      if p.grad is not None})
+        grads.append({n: p.grad for n, p in run.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         if name.startswith(('levels.0.', 'levels.1.')) and name.endswith('bias'):
             continue  # conv biases before train-mode BN: true gradient 0, rounding noise only
@@ -161,19 +181,29 @@ def test_padded_stage_gradients_match_plain_computation():
         assert error <= 1e-4 * grad.abs().max(), name  # float32 rounding of long sums
 
 
-def test_fast_paths_switch_nests_and_tracing_sees_the_plain_path():
-    from mmmv.models.mixers import fast_paths_enabled
-    assert fast_paths_enabled()
-    with fast_paths(False):
-        assert not fast_paths_enabled()
-        with fast_paths(True):
-            assert fast_paths_enabled()
-        assert not fast_paths_enabled()
-    assert fast_paths_enabled()
+def test_set_fast_paths_reaches_every_part():
+    model = MambaVision(MINI, window_size=(8, 8, 14, 7))
+    parts = [m for m in model.modules()
+             if isinstance(m, (MambaVision, MambaVisionStage, MambaVisionMixer, Attention))]
+    assert len(parts) == 1 + 4 + 5 and all(m.fast_paths for m in parts)
+    assert model.set_fast_paths(False) is model
+    assert not any(m.fast_paths for m in parts)
+    built_off = MambaVision(MINI, fast_paths=False)
+    assert not any(getattr(m, 'fast_paths', False) for m in built_off.modules())
 
-    class Probe(torch.nn.Module):
-        def forward(self, x):
-            return x + float(fast_paths_enabled())
 
-    traced = torch.jit.trace(Probe(), torch.zeros(1))
-    assert traced(torch.zeros(1)).item() == 0.0
+def test_fuse_conv_bn_folds_every_batchnorm_once():
+    model, reference = build_pair((8, 8, 4, 2))
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(RuntimeError, match='eval'):
+        copy.deepcopy(model).train().fuse_conv_bn()
+    assert model.fuse_conv_bn().fuse_conv_bn() is model  # a second call finds nothing to fold
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    keys = model.state_dict().keys()
+    assert 'patch_embed.conv_down.0.bias' in keys and 'levels.0.blocks.0.norm1.weight' not in keys
+    with torch.no_grad():
+        for a, b in zip(model(x), published(reference, x)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match='inference only'):
+        model.train()
+    model.eval()  # still allowed

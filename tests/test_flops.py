@@ -1,8 +1,8 @@
 """FLOP and parameter counting (mmmv/flops.py, tools/get_flops.py) against hand counts.
 
-Every expected number here is written from the architecture (SPEC sections 2-4) in MACs, not by
-calling the counter's handles: convs and linears Cout * Cin/groups * k^2 * outputs, eval
-BatchNorm 2 and LayerNorm 5 per element (mmengine's conventions), the selective scan
+Every expected number here is written from the architecture (NVIDIA's released model code) in
+MACs, not by calling the counter's handles: convs and linears Cout * Cin/groups * k^2 * outputs,
+eval BatchNorm 2 and LayerNorm 5 per element (mmengine's conventions), the selective scan
 4n + 2 per (batch, channel, token), attention 2 * tokens * L * C per window.
 """
 import importlib.util
@@ -85,7 +85,7 @@ def test_backbone_flops_equal_hand_count(backend, monkeypatch):
         pytest.skip('C++ scan extension not built')
     monkeypatch.setenv('MMMV_SCAN_BACKEND', backend)
     windows = (8, 8, 4, 2)
-    model = MambaVision(TINY_ARCH, window_size=windows).eval()
+    model = MambaVision(TINY_ARCH, window_size=windows, fast_paths=False).eval()
     analyzer = flop_analyzer(model, torch.randn(2, 3, 64, 96))
     total, scan, attention = hand_count(2, 64, 96, **TINY_ARCH, window_size=windows)
     by_op = analyzer.by_operator()
@@ -96,10 +96,20 @@ def test_backbone_flops_equal_hand_count(backend, monkeypatch):
     assert not uncounted_ops(analyzer)[1]
 
 
+def test_flop_analyzer_refuses_fast_paths():
+    """The fast paths skip padded tokens and run ops the counter does not know: counting them
+    would silently give another number than the published computation's."""
+    model = torch.nn.Sequential(MambaVision(TINY_ARCH))
+    with pytest.raises(ValueError, match='0: FLOPs count the published computation'):
+        flop_analyzer(model, torch.randn(1, 3, 64, 64))
+    model[0].set_fast_paths(False)
+    assert flop_analyzer(model, torch.randn(1, 3, 64, 64)).total() > 0
+
+
 def test_backbone_flops_padded_windows():
     # Default classification windows (14, 7) on 64x64: stage 2 pads 4x4 to 14x14, stage 3 2x2 to
     # 7x7; the padded tokens are computed, so they are counted.
-    model = MambaVision(TINY_ARCH).eval()
+    model = MambaVision(TINY_ARCH, fast_paths=False).eval()
     total, _, attention = hand_count(1, 64, 64, **TINY_ARCH, window_size=(8, 8, 14, 7))
     analyzer = flop_analyzer(model, torch.randn(1, 3, 64, 64))
     assert analyzer.by_operator()['scaled_dot_product_attention'] == attention
@@ -110,7 +120,7 @@ def test_counts_without_extra_handles_skip_scan_and_attention():
     # mmengine's defaults alone: no scan, no attention, and x_proj / dt_proj (weight @ x over
     # 4 windows, batch 2 x 2 windows per stage) counted for one window only
     windows = (8, 8, 4, 2)
-    model = MambaVision(TINY_ARCH, window_size=windows).eval()
+    model = MambaVision(TINY_ARCH, window_size=windows, fast_paths=False).eval()
     x = torch.randn(2, 3, 64, 96)
     full = flop_analyzer(model, x).by_operator()
     plain = flop_analyzer(model, x, extra_handles=False)

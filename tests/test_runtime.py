@@ -5,7 +5,7 @@ from mmengine.config import Config
 from mmengine.registry import OPTIM_WRAPPERS
 
 import mmmv
-from mmmv.registry import BACKBONE_NAMES, downstream_model_registries
+from mmmv.registry import BACKBONES, downstream_model_registries
 from mmmv.runtime import (CPUAutocastOptimWrapper, adapt_to_device, enable_amp,
                           enable_result_dump, enable_visualization, task_of)
 
@@ -32,8 +32,9 @@ def test_import_registers_in_mmdet_and_mmseg():
     registries = downstream_model_registries()
     assert DET_MODELS in registries and SEG_MODELS in registries
     for registry in (DET_MODELS, SEG_MODELS):
-        for name in BACKBONE_NAMES:
-            assert registry.get(name) is mmmv.MambaVision
+        for name, module in BACKBONES.items():
+            assert registry.get(name) is module
+        assert registry.get('MambaVision') is mmmv.MambaVision
     assert OPTIM_WRAPPERS.get('CPUAutocastOptimWrapper') is CPUAutocastOptimWrapper
 
 

@@ -1,5 +1,9 @@
-"""MambaVision model code (depends on torch, timm layers and mmengine only)."""
+"""MambaVision model code (depends on torch, timm layers, mmengine and
+mmmv.errors only)."""
+from .config_check import check_backbone_cfg
 from .mambavision import ARCH_SETTINGS, MambaVision
-from .mixers import Attention, MambaVisionMixer, fast_paths
+from .mixers import Attention, MambaVisionMixer
+from .nvidia_compat import MM_mamba_vision
 
-__all__ = ['ARCH_SETTINGS', 'Attention', 'MambaVision', 'MambaVisionMixer', 'fast_paths']
+__all__ = ['ARCH_SETTINGS', 'Attention', 'MambaVision', 'MambaVisionMixer', 'MM_mamba_vision',
+           'check_backbone_cfg']

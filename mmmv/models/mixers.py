@@ -1,10 +1,12 @@
 """Token mixers of MambaVision's hybrid stages.
 
 Both mixers map a batch of token sequences (N, L, C) to (N, L, C); in the backbone N counts windows
-and L = window height * window width.
+and L = window height * window width. Each has a ``fast_paths`` attribute (True by default): its
+exact CPU shortcut, off for the published computation op for op (see
+:meth:`mmmv.models.MambaVision.set_fast_paths`).
 """
-import contextlib
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -12,39 +14,23 @@ import torch.nn.functional as F
 
 from mmmv.ops import attention, selective_scan
 
-_FAST_PATHS = [True]
 
+class WindowCrop(NamedTuple):
+    """The top-left keep_h x keep_w tokens of each window_h x window_w window.
 
-def fast_paths_enabled():
-    """Whether the backbone may take its exact shortcuts (see :func:`fast_paths`)."""
-    return _FAST_PATHS[-1] and not torch.jit.is_tracing()
-
-
-def inference_fast_paths():
-    """Whether the inference-only shortcuts may run: fast paths on and autograd off. They update
-    temporaries in place and fold eval-mode BatchNorm into the preceding conv."""
-    return fast_paths_enabled() and not torch.is_grad_enabled()
-
-
-@contextlib.contextmanager
-def fast_paths(enabled=True):
-    """Turn the backbone's exact performance shortcuts on or off inside the block.
-
-    The shortcuts (on by default) change no result beyond float rounding: the last block of a
-    padded hybrid stage computes only the tokens that survive the crop, the Mamba mixer's
-    depthwise convs run as shifted multiply-adds on a CPU, attention takes the backend of
-    :func:`mmmv.ops.attention` (in CPU inference on AVX2 / AVX-512 our kernel instead of PyTorch's
-    flash kernel), and inference (autograd off) folds eval-mode BatchNorm into the convs before
-    it, applies activations and residual additions in place on temporaries, and on a CPU runs the
-    conv stages channels-last. Off, the model runs the
-    published computation op for op: what benchmarks compare against and what tracers (FLOP
-    counters, export) always see.
+    What the last block of a padded hybrid stage needs to compute: the tokens that survive the
+    stage's crop of the padding.
     """
-    _FAST_PATHS.append(bool(enabled))
-    try:
-        yield
-    finally:
-        _FAST_PATHS.pop()
+    window_h: int
+    window_w: int
+    keep_h: int
+    keep_w: int
+
+    def apply(self, x):
+        """(N, window_h * window_w, C), tokens row-major -> (N, keep_h * keep_w, C)."""
+        n, _, c = x.shape
+        x = x.reshape(n, self.window_h, self.window_w, c)[:, :self.keep_h, :self.keep_w]
+        return x.reshape(n, self.keep_h * self.keep_w, c)
 
 
 class MambaVisionMixer(nn.Module):
@@ -66,10 +52,13 @@ class MambaVisionMixer(nn.Module):
         dt_min (float): Lower bound of the initial step size. Defaults to 1e-3.
         dt_max (float): Upper bound of the initial step size. Defaults to 0.1.
         dt_init_floor (float): Smallest initial step size. Defaults to 1e-4.
+        fast_paths (bool): On a CPU, run the depthwise convs as shifted multiply-adds
+            (:func:`shifted_depthwise_conv1d`, equal up to float rounding) instead of
+            ``F.conv1d``. Defaults to True.
     """
 
     def __init__(self, dim, d_state=8, d_conv=3, dt_rank=None, dt_min=1e-3, dt_max=0.1,
-                 dt_init_floor=1e-4):
+                 dt_init_floor=1e-4, fast_paths=True):
         super().__init__()
         if dim % 2:
             raise ValueError(f'MambaVisionMixer needs an even number of channels, got {dim}')
@@ -77,6 +66,7 @@ class MambaVisionMixer(nn.Module):
         self.d_state = d_state
         self.dt_rank = math.ceil(dim / 16) if dt_rank is None else dt_rank
         self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+        self.fast_paths = fast_paths
 
         self.in_proj = nn.Linear(dim, dim, bias=False)
         self.conv1d_x = nn.Conv1d(inner, inner, d_conv, padding=d_conv // 2, groups=inner,
@@ -107,19 +97,19 @@ class MambaVisionMixer(nn.Module):
         self.A_log.copy_(states.log().expand_as(self.A_log))
         self.D.fill_(1.0)
 
-    def forward(self, x, keep=None):
-        """(N, L, C) -> (N, L, C); with ``keep`` only the kept tokens: (N, qh * qw, C).
+    def forward(self, x, crop=None):
+        """(N, L, C) -> (N, L, C); with a :class:`WindowCrop` only the kept tokens:
+        (N, keep_h * keep_w, C).
 
-        keep: None, or (wh, ww, qh, qw): the L = wh * ww tokens are a wh x ww window in row-major
-        order and only the outputs of its top-left qh x qw tokens are wanted (see
-        :func:`crop_tokens`). The whole sequence is still scanned (the scan is causal, but the
+        With ``crop`` the L tokens are a window in row-major order and only the outputs of its
+        kept tokens are wanted. The whole sequence is still scanned (the scan is causal, but the
         convs look one token ahead); only out_proj is spared for the dropped tokens.
         """
         # Channels-first from here on, in one copy: the depthwise convs and the scan run along
         # contiguous rows of L.
         x, z = self.in_proj(x).transpose(1, 2).contiguous().chunk(2, dim=1)  # (N, C/2, L) each
-        x = F.silu(depthwise_conv1d(x, self.conv1d_x.weight))
-        z = F.silu(depthwise_conv1d(z, self.conv1d_z.weight))
+        x = F.silu(self._depthwise_conv(x, self.conv1d_x))
+        z = F.silu(self._depthwise_conv(z, self.conv1d_z))
         # x_proj and dt_proj applied channels-first (weight @ x): the same Linears, no transposes.
         x_dbl = torch.matmul(self.x_proj.weight, x)  # (N, dt_rank + 2n, L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=1)
@@ -128,9 +118,14 @@ class MambaVisionMixer(nn.Module):
             x, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(),
             delta_bias=2 * self.dt_proj.bias.float(), delta_softplus=True)
         y = torch.cat([y, z], dim=1).transpose(1, 2)  # (N, L, C), a view of channels-first data
-        if keep is not None:
-            y = crop_tokens(y, keep)
+        if crop is not None:
+            y = crop.apply(y)
         return self.out_proj(y)  # the GEMM takes the transposed view as it is, without a copy
+
+    def _depthwise_conv(self, x, conv):
+        if self.fast_paths and x.device.type == 'cpu':
+            return shifted_depthwise_conv1d(x, conv.weight)
+        return conv(x)
 
 
 class Attention(nn.Module):
@@ -139,24 +134,28 @@ class Attention(nn.Module):
     Args:
         dim (int): Channels C.
         num_heads (int): Number of heads; must divide C.
+        fast_paths (bool): Let :func:`mmmv.ops.attention` choose its backend (in float32 CPU
+            inference our C++ kernel); False keeps PyTorch's ``scaled_dot_product_attention``.
+            Defaults to True.
     """
 
-    def __init__(self, dim, num_heads):
+    def __init__(self, dim, num_heads, fast_paths=True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'num_heads={num_heads} does not divide the {dim} channels')
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
+        self.fast_paths = fast_paths
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, keep=None):
-        """(N, L, C) -> (N, L, C); with ``keep`` (see :meth:`MambaVisionMixer.forward`) only the
-        kept tokens are queries: (N, qh * qw, C). Keys and values still come from all L tokens, so
-        the kept tokens' outputs are exactly those of the full computation."""
+    def forward(self, x, crop=None):
+        """(N, L, C) -> (N, L, C); with a :class:`WindowCrop` only the kept tokens are queries:
+        (N, keep_h * keep_w, C). Keys and values still come from all L tokens, so the kept tokens'
+        outputs are exactly those of the full computation."""
         n, length, c = x.shape
         head_dim = c // self.num_heads
-        if keep is None:
+        if crop is None:
             qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, L, C / heads) each
         else:
@@ -164,34 +163,22 @@ class Attention(nn.Module):
             kv = F.linear(x, weight[c:], None if bias is None else bias[c:])
             kv = kv.reshape(n, length, 2, self.num_heads, head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-            x = crop_tokens(x, keep)
+            x = crop.apply(x)
             length = x.shape[1]
             q = F.linear(x, weight[:c], None if bias is None else bias[:c])
             q = q.reshape(n, length, self.num_heads, head_dim).transpose(1, 2)
-        x = attention(q, k, v, self.scale, backend=None if fast_paths_enabled() else 'sdpa')
+        x = attention(q, k, v, self.scale, backend=None if self.fast_paths else 'sdpa')
         return self.proj(x)
 
 
-def crop_tokens(x, keep):
-    """Tokens of the top-left qh x qw corner of each window: (N, wh * ww, C) -> (N, qh * qw, C).
+def shifted_depthwise_conv1d(x, weight):
+    """Depthwise 1-D convolution with symmetric zero padding ("same"), no bias, as K shifted
+    multiply-adds.
 
-    keep = (wh, ww, qh, qw); tokens are in row-major window order.
+    x: (N, D, L), weight: (D, 1, K) with K odd -> (N, D, L): ``F.conv1d(x, weight,
+    padding=K // 2, groups=D)`` up to float rounding. On a CPU PyTorch's depthwise conv1d is many
+    times slower and needs a contiguous input.
     """
-    wh, ww, qh, qw = keep
-    n, _, c = x.shape
-    return x.reshape(n, wh, ww, c)[:, :qh, :qw].reshape(n, qh * qw, c)
-
-
-def depthwise_conv1d(x, weight):
-    """Depthwise 1-D convolution with symmetric zero padding ("same"), no bias.
-
-    x: (N, D, L), weight: (D, 1, K) with K odd -> (N, D, L). The same as
-    ``F.conv1d(x, weight, padding=K // 2, groups=D)`` (equal up to float rounding); on a CPU, with
-    :func:`fast_paths` on, computed as K shifted multiply-adds: PyTorch's CPU depthwise conv1d is
-    many times slower and needs a contiguous input.
-    """
-    if x.device.type != 'cpu' or not fast_paths_enabled():
-        return F.conv1d(x, weight, padding=weight.shape[-1] // 2, groups=weight.shape[0])
     taps = weight.shape[-1]
     half = taps // 2
     w = weight[:, 0, :, None]  # (D, K, 1)
