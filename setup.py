@@ -31,8 +31,9 @@ def extension_kwargs():
     except ImportError:
         return {}
     flags = ['-O3', '-std=c++20', '-fopenmp', '-fno-trapping-math', '-ffp-contract=fast']
+    headers = [os.path.join(CSRC, h) for h in ('cpu_math.h', 'attention_tile.h')]
     exts = [CppExtension(name, [path], extra_compile_args=flags, extra_link_args=['-fopenmp'],
-                         depends=[os.path.join(CSRC, 'cpu_math.h')])
+                         depends=headers)
             for name, path in sources.items()]
     build_ext = BuildExtension.with_options(use_ninja=True)
     return dict(ext_modules=exts, cmdclass={'build_ext': build_ext})

@@ -10,6 +10,7 @@ queries.
 
     python benchmarks/attention.py          # all cases, median of 5
     python benchmarks/attention.py --quick  # the T segmentation cases, median of 3
+    python benchmarks/attention.py --dtype bfloat16  # bf16 inputs: sdpa and the AVX512-BF16 path
 """
 import argparse
 import os
@@ -41,13 +42,15 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='T segmentation cases, 3 runs')
     parser.add_argument('--reps', type=int, default=None, help='timed runs per variant (5)')
+    parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+                        help='dtype of q, k, v (bfloat16: what CPU autocast gives attention)')
     common.add_arguments(parser)
     return parser.parse_args()
 
 
-def make_qkv(keys, queries, heads, width):
+def make_qkv(keys, queries, heads, width, dtype=torch.float32):
     """q, k, v as strided views of one (1, keys, 3, heads, width) projection, as in the model."""
-    qkv = torch.randn(1, keys, 3, heads, width)
+    qkv = torch.randn(1, keys, 3, heads, width).to(dtype)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     return q[:, :, :queries], k, v
 
@@ -64,7 +67,8 @@ def variants(kernel, q, k, v, scale):
     """{name: callable returning (1, lq, heads * width)}: sdpa and each ISA of the kernel."""
     fns = {'sdpa': lambda: F.scaled_dot_product_attention(q, k, v, scale=scale)
            .transpose(1, 2).flatten(2)}
-    for isa in kernel.supported_isas():
+    isas = kernel.supported_isas() if q.dtype == torch.float32 else kernel.supported_bf16_isas()
+    for isa in isas:
         fns[f'cpp {isa}'] = lambda isa=isa: kernel.forward(q, k, v, scale, isa).flatten(2)
     return fns
 
@@ -82,7 +86,7 @@ def main():
     torch.manual_seed(0)
     for name, keys, queries, heads, width in QUICK_CASES if args.quick else CASES:
         log(f'{name}')
-        q, k, v = make_qkv(keys, queries, heads, width)
+        q, k, v = make_qkv(keys, queries, heads, width, getattr(torch, args.dtype))
         scale = width ** -0.5
         fns = variants(kernel, q, k, v, scale)
         with torch.inference_mode():

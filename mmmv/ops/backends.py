@@ -1,7 +1,12 @@
-"""What the ops share: loading the optional C++ extensions and reading a backend choice."""
+"""What the ops share: loading the optional C++ extensions, reading a backend choice and recording
+which backend each call ran."""
+import collections
+import contextlib
 import functools
 import importlib
 import os
+
+_RECORDERS = []  # Counters of the active record_backends() blocks
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,3 +33,25 @@ def requested_backend(op, backend, env_var, allowed):
         names = ', '.join(repr(name) for name in allowed)
         raise ValueError(f'{op}: invalid {source}={value!r}; expected one of {names}')
     return value
+
+
+def note_backend(op, backend, dtype):
+    """Count one call of ``op`` run by ``backend`` in ``dtype`` in every active
+    :func:`record_backends` block (nothing to do outside one)."""
+    for recorder in _RECORDERS:
+        recorder[op, backend, str(dtype).replace('torch.', '')] += 1
+
+
+@contextlib.contextmanager
+def record_backends():
+    """Within the block, count the calls of the dispatching ops by the backend that ran them.
+
+    Yields a Counter {(op, backend, dtype): calls}, e.g. ('attention', 'cpp', 'bfloat16') or
+    ('selective_scan', 'cpp', 'float32'); ops note themselves where they dispatch.
+    """
+    recorder = collections.Counter()
+    _RECORDERS.append(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDERS.remove(recorder)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import scan_cpp
-from .backends import requested_backend
+from .backends import note_backend, requested_backend
 from .scan_torch import TorchScan
 
 BACKENDS = ('auto', 'mamba_ssm', 'cpp', 'torch')
@@ -133,6 +133,7 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
     name = scan_backend(u, backend)
     with _autocast_off(u.device.type):
         args = _float32(u, delta, A, B, C, D, delta_bias)
+        note_backend('selective_scan', name, args[0].dtype)
         if name == 'mamba_ssm':
             mamba_scan = _load_mamba()[0]
             y = mamba_scan(*args[:6], z=None, delta_bias=args[6], delta_softplus=delta_softplus)

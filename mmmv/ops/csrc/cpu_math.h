@@ -1,4 +1,4 @@
-// Helpers shared by mmmv's CPU kernels: instruction-set cloning and a vectorisable exp.
+// Helpers shared by mmmv's CPU kernels: instruction-set cloning and vectorisable exps.
 #pragma once
 
 #include <bit>
@@ -17,10 +17,15 @@
 
 namespace mmmv {
 
-// exp(x) in float32, about 1 ulp, branch-free so that loops over arrays vectorise (the selects
-// need -fno-trapping-math to be if-converted):
-// x = k*ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial, 2^k from the bits.
-MMMV_INLINE float exp_f32(float x) {
+// exp(x) in float32 with a Taylor polynomial of degree `Degree` (1..7), branch-free so that loops
+// over arrays vectorise (the selects need -fno-trapping-math to be if-converted):
+// x = k*ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial, 2^k from the bits.
+// Relative error about r^(Degree+1) / (Degree+1)!: 1 ulp for 7, 4e-5 for 4.
+template <int Degree>
+MMMV_INLINE float exp_taylor(float x) {
+  static_assert(Degree >= 1 && Degree <= 7, "exp_taylor: degree 1..7");
+  constexpr float kInvFactorial[] = {1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120,
+                                     1.0f / 720, 1.0f / 5040};
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi = 0.693359375f;       // few mantissa bits: k * kLn2Hi is exact
   constexpr float kLn2Lo = -2.12194440e-4f;    // ln2 - kLn2Hi
@@ -32,18 +37,15 @@ MMMV_INLINE float exp_f32(float x) {
   const float shifted = xc * kLog2e + kRound;
   const float k = shifted - kRound;
   const float r = (xc - k * kLn2Hi) - k * kLn2Lo;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  float p = kInvFactorial[Degree];
+  for (int i = Degree - 1; i >= 0; --i) p = p * r + kInvFactorial[i];
   const int32_t k_int = std::bit_cast<int32_t>(shifted) - std::bit_cast<int32_t>(kRound);
   const float scale = std::bit_cast<float>((k_int + 127) << 23);
   const float result = p * scale;
   return x < kMin ? 0.0f : (x > kMax ? std::numeric_limits<float>::infinity() : result);
 }
+
+// exp(x) in float32, about 1 ulp.
+MMMV_INLINE float exp_f32(float x) { return exp_taylor<7>(x); }
 
 }  // namespace mmmv
