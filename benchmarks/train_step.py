@@ -1,6 +1,6 @@
 """Whole-model training step, with and without ``with_cp``: time and peak memory (not a test).
 
-Models, built from the configs as the training tools build them (``mmmv.runtime.load_config``,
+Models, built from the configs as the training tools build them (``mmmv.engine.load_config``,
 which turns SyncBN into BN on a machine without CUDA; the backbone with ``init_cfg=None``, i.e.
 random weights, no checkpoint file needed):
 
@@ -13,7 +13,7 @@ config (AdamW with its paramwise settings). The batch is random pixels with plau
 detection 8 boxes per image (32..400 pixels a side), their labels and rectangle masks; segmentation
 a label map of 150 classes in 32x32 blocks with a few ignored (255) blocks. The step runs in
 float32 (a plain OptimWrapper) unless --amp keeps the config's mixed-precision wrapper (on a CPU:
-bfloat16 autocast, see mmmv.runtime).
+bfloat16 autocast, see mmmv.engine.amp).
 
 Each model is timed with ``with_cp`` False and True, interleaved (median of --reps after a warm-up
 step that also creates the optimizer state), then the peak memory of one step is measured in a
@@ -59,7 +59,7 @@ def quiet_logs():
 
 
 def load_cfg(name, with_cp, amp):
-    from mmmv.runtime import load_config
+    from mmmv.engine import load_config
     cfg = load_config(os.path.join(ROOT, MODELS[name][0]))
     backbone = cfg.model.backbone
     backbone.init_cfg = None
@@ -79,7 +79,7 @@ def build(name, with_cp, amp, device):
     from mmengine.registry import init_default_scope
 
     import mmmv  # noqa: F401
-    from mmmv.runtime import task_of
+    from mmmv.engine import task_of
     quiet_logs()
     cfg = load_cfg(name, with_cp, amp)
     scope = task_of(cfg)

@@ -216,14 +216,14 @@ def build_model(cfg):
     weights (no pretrained checkpoint is loaded: init_weights is never called) and MambaVision's
     fast paths off.
 
-    ``cfg`` should come from ``mmmv.runtime.load_config`` (SyncBN already turned into BN on a
+    ``cfg`` should come from ``mmmv.engine.load_config`` (SyncBN already turned into BN on a
     machine without CUDA). Weights are drawn from a fixed seed, so data-dependent parts (the number
     of RPN proposals) are reproducible.
     """
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
 
-    from mmmv.runtime import task_of
+    from mmmv.engine import task_of
     task = task_of(cfg)
     init_default_scope(task)
     model_cfg = cfg.model.copy()
@@ -282,7 +282,7 @@ def model_complexity(cfg, shape=None, extra_handles=True):
     """Count the parameters and FLOPs of a config's model on one H x W image.
 
     Args:
-        cfg (Config): From ``mmmv.runtime.load_config`` (default_scope 'mmdet' or 'mmseg').
+        cfg (Config): From ``mmmv.engine.load_config`` (default_scope 'mmdet' or 'mmseg').
         shape (tuple[int, int], optional): (H, W); defaults to :data:`DEFAULT_SHAPES`.
         extra_handles (bool): Count the selective scan and attention (module docstring).
 
@@ -292,7 +292,7 @@ def model_complexity(cfg, shape=None, extra_handles=True):
         num_proposals (detectors with an RoI head, else None), analyzer (the FlopAnalyzer) and
         model.
     """
-    from mmmv.runtime import task_of
+    from mmmv.engine import task_of
     task = task_of(cfg)
     shape = tuple(DEFAULT_SHAPES[task] if shape is None else shape)
     model = build_model(cfg)

@@ -1,21 +1,23 @@
-"""The one place that registers mmmv's modules into OpenMMLab registries.
+"""The one place that registers mmmv's modules into OpenMMLab registries (mmengine's public
+``Registry.register_module``).
 
 The model code depends on torch, timm and mmengine only; mmdet and mmseg appear here. Each
 downstream library that is installed gets the backbone under its own name and under the alias
-``MM_mamba_vision`` used by NVIDIA's released configs.
+``MM_mamba_vision`` used by NVIDIA's released configs. The hooks and wrappers go to mmengine's
+root registries, which mmdet's and mmseg's fall back to.
 """
 import importlib
 
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
-from .hooks import HOOK_CLASSES
-from .models import MM_mamba_vision, MambaVision
-from .runtime import CPUAutocastOptimWrapper, CPUDistributedDataParallel
+from .engine import (CheckpointFitHook, CPUAutocastOptimWrapper, CPUDistributedDataParallel,
+                     CrashSafeCheckpointHook, FiniteLossHook, RNGStateHook)
+from .models import MambaVision, MM_mamba_vision
 
-# NVIDIA's configs' name builds through its keyword adapter (mmmv/models/nvidia_compat.py)
+# NVIDIA's configs name the backbone MM_mamba_vision and use its keywords (the adapter)
 BACKBONES = {'MambaVision': MambaVision, 'MM_mamba_vision': MM_mamba_vision}
-BACKBONE_NAMES = tuple(BACKBONES)
 DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
+HOOK_CLASSES = (FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook)
 
 
 def downstream_model_registries():
@@ -33,8 +35,8 @@ def downstream_model_registries():
 
 
 def register_all_modules():
-    """Register the backbone (both names), the CPU optimizer and DDP wrappers and mmmv's hooks
-    (in mmengine's root HOOKS registry, which mmdet's and mmseg's registries fall back to)."""
+    """Register the backbone (and its NVIDIA-keyword alias), the CPU optimizer and DDP wrappers
+    and mmmv's hooks. Idempotent."""
     for registry in downstream_model_registries():
         for name, module in BACKBONES.items():
             registry.register_module(name=name, module=module, force=True)

@@ -1,17 +1,25 @@
-"""Test-only hooks and tiny configs for tests/test_reliability.py.
+"""Test-only hooks, toy runs and tiny configs for the reliability and runtime tests.
 
 The tools import this module through the configs' ``custom_imports`` (the tests put tests/ on
 PYTHONPATH). The hooks crash a training run at a chosen moment: SIGKILL after an iteration, or
 SIGKILL while a checkpoint is being saved (after its temporary file is written, before the
-rename), or make the loss NaN.
+rename), or make the loss NaN. :func:`toy_runner` builds an in-process Runner of a 2-parameter
+model; :func:`ddp_worker` runs one rank of it on gloo. :func:`on_another_device` stands a CPU
+tensor in for a CUDA one.
 """
+import itertools
 import math
 import os
 import os.path as osp
 import signal
 
+import torch
+import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.model import BaseModel
 from mmengine.registry import HOOKS
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIGS = {
@@ -65,14 +73,125 @@ class KillBeforeRenameHook(Hook):
 
 @HOOKS.register_module()
 class NaNWeightsHook(Hook):
-    """Fill the first parameter with NaN before training iteration ``iteration`` (1-based)."""
+    """Fill the first parameter with NaN before training iteration ``iteration`` (1-based), on
+    every rank or only on rank ``rank``."""
 
-    def __init__(self, iteration):
-        self.iteration = iteration
+    def __init__(self, iteration, rank=None):
+        self.iteration, self.rank = iteration, rank
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter + 1 == self.iteration:
+        if runner.iter + 1 == self.iteration and self.rank in (None, runner.rank):
             next(runner.model.parameters()).data.fill_(math.nan)
+
+
+class Marker:
+    """Unpickling this calls open(path, 'w'): the marker file appears if the pickle's code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+class ToyModel(BaseModel):
+    """y = linear(dropout(x)) with loss mean((y - 1)^2); ``x`` is a list of (2,) tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x, mode='loss'):
+        return dict(loss=(self.linear(self.drop(torch.stack(x))) - 1).pow(2).mean())
+
+
+class ToyData(Dataset):
+    """8 random samples: ``x`` is 2 times ``index`` plus uniform noise in [0, 1)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        return dict(x=torch.full((2, ), float(index)) + torch.rand(2))
+
+
+_RUN_IDS = itertools.count()
+
+
+def toy_runner(work_dir, max_iters=6, custom_hooks=(), resume=False, max_keep_ckpts=1,
+               model=None, **kwargs):
+    """A Runner of :class:`ToyModel` (or ``model``) with dropout and random data, AdamW, a
+    warm-up schedule and a CrashSafeCheckpointHook every 2 iterations. Each one has its own
+    experiment name, hence its own MessageHub, even when several start within a second.
+    ``kwargs`` go to the Runner (``launcher``, ``cfg``, ``optim_wrapper``)."""
+    torch.manual_seed(0)  # the model is built here, before the Runner seeds everything
+    settings = dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
+                    param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+                                          end=4)])
+    settings.update(kwargs)
+    return Runner(
+        model=model or ToyModel(), work_dir=str(work_dir), resume=resume,
+        experiment_name=f'toy_{next(_RUN_IDS)}_{os.getpid()}_{osp.basename(str(work_dir))}',
+        train_dataloader=dict(dataset=ToyData(), batch_size=2,
+                              sampler=dict(type='InfiniteSampler', shuffle=True)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CrashSafeCheckpointHook', interval=2,
+                                           by_epoch=False, max_keep_ckpts=max_keep_ckpts)),
+        custom_hooks=list(custom_hooks), randomness=dict(seed=0), **settings)
+
+
+def ddp_worker(work_dir, init_file, rank, world_size, nan_rank, nan_iteration):
+    """One rank of a toy training on gloo in which rank ``nan_rank``'s weights (hence its loss)
+    become NaN at iteration ``nan_iteration``, with FiniteLossHook. Run as its own process, with
+    ``LOCAL_RANK`` set."""
+    import torch.distributed as dist
+
+    import mmmv  # noqa: F401  (mmmv's hooks and CPU DDP wrapper in the registries)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                            world_size=world_size)
+    try:
+        toy_runner(osp.join(work_dir, str(rank)), launcher='pytorch',
+                   cfg=dict(model_wrapper_cfg=dict(type='CPUDistributedDataParallel')),
+                   custom_hooks=[dict(type='FiniteLossHook'),
+                                 dict(type='NaNWeightsHook', iteration=nan_iteration,
+                                      rank=nan_rank)]).train()
+    finally:
+        dist.destroy_process_group()
+
+
+class _OnAnotherDevice(torch.Tensor):
+    """A tensor that reports ``device`` (e.g. cuda:0) and refuses every operation but a copy to
+    the CPU, as a CUDA tensor does for code that needs host memory (``.numpy()``,
+    ``torch.set_rng_state``)."""
+
+    @staticmethod
+    def __new__(cls, data, device):
+        return torch.Tensor._make_wrapper_subclass(cls, data.shape, dtype=data.dtype,
+                                                   device=torch.device(device),
+                                                   strides=data.stride())
+
+    def __init__(self, data, device):
+        self.host = data
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get('device') == torch.device('cpu'):
+            return args[0].host.to(dtype=kwargs.get('dtype') or args[0].host.dtype)
+        raise RuntimeError(f'{func} needs a CPU tensor, got one on {args[0].device}')
+
+
+def on_another_device(obj, device='cuda:0'):
+    """``obj`` (nested dicts / lists / tuples) with every tensor as if loaded to ``device``
+    (``torch.load(map_location=device)``)."""
+    if isinstance(obj, torch.Tensor):
+        return _OnAnotherDevice(obj, device)
+    if isinstance(obj, dict):
+        return {k: on_another_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_another_device(v, device) for v in obj)
+    return obj
 
 
 def _tiny_model(task, arch):
@@ -94,10 +213,11 @@ def _tiny_model(task, arch):
 
 
 PIPELINES = {
-    'seg': ("[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),"
-            " dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]",
-            "[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),"
-            " dict(type='PackSegInputs')]"),
+    'seg': ("[dict(type='LoadImageFromFile'), "
+            "dict(type='LoadAnnotations', reduce_zero_label=False), "
+            "dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]",
+            "[dict(type='LoadImageFromFile'), "
+            "dict(type='LoadAnnotations', reduce_zero_label=False), dict(type='PackSegInputs')]"),
     'det': ("[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, "
             "with_mask=True), dict(type='Resize', scale=(64, 64), keep_ratio=True), "
             "dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]",

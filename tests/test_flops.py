@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mmmv.flops import flop_analyzer, model_complexity, uncounted_ops
 from mmmv.models import MambaVision
 from mmmv.ops import scan_backend, selective_scan, selective_scan_ref
-from mmmv.runtime import load_config
+from mmmv.engine import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_DEMO = ROOT / 'configs/det/demo_cascade_mambavision_t.py'

@@ -6,10 +6,10 @@ demo configs with a tiny backbone (tests/_reliability_helpers.py), one thread ea
 """
 import importlib
 import importlib.util
-import itertools
 import math
 import os
 import os.path as osp
+import pickle
 import random
 import re
 import shutil
@@ -22,20 +22,17 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.model import BaseModel, BaseModule
-from mmengine.runner import CheckpointLoader, Runner
-from torch.utils.data import Dataset
+from mmengine.model import BaseModule
+from mmengine.runner import CheckpointLoader
 
 import _reliability_helpers as helpers
-import mmmv  # noqa: F401  (registers modules and hooks, installs the safe loaders)
-from mmmv import checkpoint as mmmv_checkpoint
+from _reliability_helpers import Marker, ToyModel, toy_runner
 from mmmv.checkpoint import UnsafeCheckpointError, atomic_write, load_checkpoint_file
-from mmmv.hooks import get_rng_state, set_rng_state
+from mmmv.engine import (add_reliability_hooks, build_runner, find_resume_checkpoint,
+                         get_rng_state, load_config, mmcv_ops_in_float32, set_rng_state)
 from mmmv.input_checks import (CheckpointMismatchError, DataFileError, FileNamingPipeline,
                                check_checkpoint_fits, check_dataset_paths, load_checkpoint_exact)
 from mmmv.models import MambaVision
-from mmmv.runtime import (add_reliability_hooks, build_runner, find_resume_checkpoint,
-                          load_config, mmcv_ops_in_float32)
 
 ROOT = helpers.ROOT
 TESTS = osp.dirname(osp.abspath(__file__))
@@ -71,39 +68,28 @@ def demo(tmp_path_factory):
     return root
 
 
-class _Marker:
-    """Unpickling this calls open(path, 'w'): the marker file appears if the pickle's code ran."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
-
-
 def code_carrying_checkpoint(folder):
     """An mmengine-looking checkpoint whose pickle would create ``folder/marker``."""
     marker = folder / 'marker'
     path = folder / 'evil.pth'
-    torch.save({'meta': {'iter': 2}, 'state_dict': {}, 'payload': _Marker(str(marker))}, path)
+    torch.save({'meta': {'iter': 2}, 'state_dict': {}, 'payload': Marker(str(marker))}, path)
     return path, marker
 
 
 def refusal(path):
-    return f"Refused to load checkpoint '{path}'"
+    return f"checkpoint '{path}': refused to load it"
 
 
 # ================================================================== 1. safe loading everywhere
 def test_every_mmengine_scheme_goes_through_the_allow_list(tmp_path):
-    from mmengine.runner import checkpoint as mmengine_checkpoint
-    for prefix, loader in CheckpointLoader._schemes.items():
-        assert loader.__module__ == 'mmmv.checkpoint', prefix
-    # torchvision:// open-mmlab:// mmcls:// download through this function
-    assert mmengine_checkpoint.load_from_http is mmmv_checkpoint._load_from_http
+    """Local paths and URLs are read by mmmv's loaders; every other scheme's torch.load runs
+    weights-only (torch's default) with mmmv's allow-list added process-wide."""
+    for prefix in ('', 'http://', 'https://'):
+        loader = CheckpointLoader._get_checkpoint_loader(prefix + 'x.pth')
+        assert loader.__module__ == 'mmmv.checkpoint.schemes', prefix
     evil, marker = code_carrying_checkpoint(tmp_path)
-    wrapped = mmmv_checkpoint._allow_listed(lambda f, m: torch.load(f, map_location=m))
-    with pytest.raises(UnsafeCheckpointError, match='allow-list'):
-        wrapped(str(evil), 'cpu')
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(str(evil), map_location='cpu')  # what mmengine's other schemes call
     assert not marker.exists()
 
 
@@ -129,7 +115,7 @@ def test_convert_checkpoint_refuses_code_carrying_checkpoint(tmp_path):
     evil, marker = code_carrying_checkpoint(tmp_path)
     code, out = run_tool(tmp_path, 'convert_checkpoint.py', evil, tmp_path / 'out.pth', ok=False)
     assert code != 0
-    assert 'UnsafeCheckpointError' in out and refusal(evil) in out and '--unsafe-load' in out
+    assert f'error: {refusal(evil)}' in out and '--unsafe-load' in out
     assert not marker.exists() and not (tmp_path / 'out.pth').exists()
 
 
@@ -154,7 +140,7 @@ def test_tools_refuse_code_carrying_checkpoint(demo, tmp_path, tool):
     }[tool]
     code, out = run_tool(demo, *args, ok=False)
     assert code != 0
-    assert 'UnsafeCheckpointError' in out and refusal(evil) in out, out[-3000:]
+    assert f'error: {refusal(evil)}' in out, out[-3000:]
     assert not marker.exists()
 
 
@@ -193,46 +179,6 @@ def test_atomic_write_keeps_the_usual_permissions(tmp_path):
     assert (tmp_path / 'a.pth').stat().st_mode == (tmp_path / 'b.pth').stat().st_mode
 
 
-class _ToyModel(BaseModel):
-
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(2, 1)
-        self.drop = nn.Dropout(0.5)
-
-    def forward(self, x, mode='loss'):
-        return dict(loss=(self.linear(self.drop(torch.stack(x))) - 1).pow(2).mean())
-
-
-class _ToyData(Dataset):
-
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        return dict(x=torch.full((2, ), float(index)) + torch.rand(2))
-
-
-def _toy_runner(work_dir, max_iters=6, custom_hooks=(), resume=False, max_keep_ckpts=1):
-    """A Runner of a 2-parameter model with dropout and random data; each one has its own
-    experiment name, hence its own MessageHub, even when several start within a second."""
-    torch.manual_seed(0)  # the model is built here, before the Runner seeds everything
-    return Runner(
-        model=_ToyModel(), work_dir=str(work_dir), resume=resume,
-        experiment_name=f'toy_{next(_RUN_IDS)}_{osp.basename(str(work_dir))}',
-        train_dataloader=dict(dataset=_ToyData(), batch_size=2,
-                              sampler=dict(type='InfiniteSampler', shuffle=True)),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=0.01)),
-        param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=4)],
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CrashSafeCheckpointHook', interval=2,
-                                           by_epoch=False, max_keep_ckpts=max_keep_ckpts)),
-        custom_hooks=list(custom_hooks), randomness=dict(seed=0))
-
-
-_RUN_IDS = itertools.count()
-
-
 class _FailingSave(Exception):
     pass
 
@@ -248,7 +194,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path):
             if checkpoint['meta']['iter'] == 4:
                 raise _FailingSave
 
-    runner = _toy_runner(tmp_path, custom_hooks=[FailSaveAt4()])
+    runner = toy_runner(tmp_path, custom_hooks=[FailSaveAt4()])
     with pytest.raises(_FailingSave):
         runner.train()
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']
@@ -282,17 +228,44 @@ def test_rng_state_round_trips_through_the_safe_loader(tmp_path):
     assert np.array_equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
 
 
+def test_rng_state_restores_from_a_checkpoint_loaded_to_another_device(tmp_path, monkeypatch):
+    """mmengine resumes with map_location=get_device(): on a GPU machine the stored states
+    arrive as CUDA tensors, which torch.set_rng_state, torch.cuda.set_rng_state_all and numpy
+    refuse. Simulated with tensors that report cuda:0 and refuse host access; one CUDA device
+    whose set_rng_state_all records what it is given."""
+    torch.manual_seed(3)
+    np.random.seed(2)
+    state = get_rng_state()
+    state['cuda'] = [torch.arange(16, dtype=torch.uint8)]  # one GPU's generator state
+    torch.save({'rng_state': state}, tmp_path / 'c.pth')
+    expected = (np.random.standard_normal(3), torch.rand(3))
+    loaded = helpers.on_another_device(load_checkpoint_file(str(tmp_path / 'c.pth')))
+    assert loaded['rng_state']['torch'].device.type == 'cuda'
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', restored.extend)
+    torch.manual_seed(9)
+    np.random.seed(9)
+    set_rng_state(loaded['rng_state'])
+    got = (np.random.standard_normal(3), torch.rand(3))
+    assert np.array_equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert len(restored) == 1 and type(restored[0]) is torch.Tensor
+    assert restored[0].device.type == 'cpu' and restored[0].dtype == torch.uint8
+    assert torch.equal(restored[0], state['cuda'][0])
+
+
 def test_toy_run_resumes_to_the_same_weights(tmp_path):
     """In-process: an interrupted run resumed by mmengine plus RNGStateHook matches an
     uninterrupted one exactly (dropout and random data draw from the restored state)."""
     hooks = [dict(type='RNGStateHook')]
-    full = _toy_runner(tmp_path / 'full', custom_hooks=hooks)
+    full = toy_runner(tmp_path / 'full', custom_hooks=hooks)
     full.train()
-    first = _toy_runner(tmp_path / 'part', max_iters=3, custom_hooks=hooks, max_keep_ckpts=-1)
+    first = toy_runner(tmp_path / 'part', max_iters=3, custom_hooks=hooks, max_keep_ckpts=-1)
     first.train()  # stops after iteration 3 (as if killed): resume from iteration 2
     (tmp_path / 'part' / 'iter_3.pth').unlink()
     (tmp_path / 'part' / 'last_checkpoint').write_text(str(tmp_path / 'part' / 'iter_2.pth'))
-    resumed = _toy_runner(tmp_path / 'part', custom_hooks=hooks, resume=True)
+    resumed = toy_runner(tmp_path / 'part', custom_hooks=hooks, resume=True)
     resumed.train()
     assert torch.equal(resumed.model.linear.weight, full.model.linear.weight)
     assert torch.equal(resumed.model.linear.bias, full.model.linear.bias)
@@ -377,7 +350,7 @@ def test_train_tool_stops_before_building_when_data_is_missing(tmp_path):
     code, out = run_tool(tmp_path, 'train.py', helpers.DEMO_CONFIGS['seg'], '--work-dir',
                          tmp_path / 'work', ok=False)
     assert code != 0
-    assert "FileNotFoundError: data_root 'data/demo/ade'" in out
+    assert "error: data_root 'data/demo/ade'" in out
     assert 'tools/make_demo_data.py' in out
     assert 'Hooks will be executed' not in out  # failed before the runner was built
 
@@ -467,7 +440,7 @@ def test_checkpoint_fit_sees_through_tta_wrappers():
         def merge_preds(self, data_samples_list):
             return data_samples_list
 
-    inner = _ToyModel()
+    inner = ToyModel()
     tta = TTA(module=inner)
     check_checkpoint_fits(tta, {'state_dict': inner.state_dict()}, 'c.pth')
     wrong = {**inner.state_dict(), 'linear.weight': torch.zeros(3, 2)}
@@ -477,14 +450,11 @@ def test_checkpoint_fit_sees_through_tta_wrappers():
 
 
 def test_image_demo_rejects_checkpoint_of_another_arch(demo, tmp_path, monkeypatch):
-    from mmseg.apis import init_model
-    import mmseg.apis.inference as inference
     monkeypatch.chdir(demo)
     path = _other_arch_segmentor_checkpoint(tmp_path)
     cfg = load_config(helpers.write_tiny_config(tmp_path, 'seg'))
-    with _load_tool_module('image_demo').exact_checkpoint_loading(inference):
-        with pytest.raises(CheckpointMismatchError, match=re.escape(OTHER_ARCH_MISMATCH)):
-            init_model(cfg, str(path), device='cpu')
+    with pytest.raises(CheckpointMismatchError, match=re.escape(OTHER_ARCH_MISMATCH)):
+        _load_tool_module('image_demo').init_model(cfg, str(path), 'cpu')
 
 
 @pytest.mark.slow
@@ -495,17 +465,82 @@ def test_test_tool_rejects_checkpoint_of_another_arch(demo, tmp_path):
     config = helpers.write_tiny_config(tmp_path, 'seg')
     code, out = run_tool(demo, 'test.py', config, path, '--work-dir', tmp_path / 'w', ok=False)
     assert code != 0
-    assert 'CheckpointMismatchError' in out and OTHER_ARCH_MISMATCH in out, out[-3000:]
+    assert f'error: checkpoint {str(path)!r} does not fit the model' in out, out[-3000:]
+    assert OTHER_ARCH_MISMATCH in out
     assert str(path) in out and not (tmp_path / 'w' / 'metrics.json').exists()
 
 
 def test_nan_loss_stops_training_at_its_iteration(tmp_path):
-    runner = _toy_runner(tmp_path, custom_hooks=[dict(type='FiniteLossHook'),
+    runner = toy_runner(tmp_path, custom_hooks=[dict(type='FiniteLossHook'),
                                                  dict(type='NaNWeightsHook', iteration=3)])
     with pytest.raises(FloatingPointError, match=r'loss became nan at iteration 3\b') as info:
         runner.train()
     assert str(tmp_path / 'iter_2.pth') in str(info.value)
     assert not (tmp_path / 'iter_4.pth').exists()
+
+
+def test_nan_loss_on_one_rank_stops_every_rank(tmp_path):
+    """Two gloo processes; only rank 1's loss becomes NaN (at iteration 3). Both stop with
+    FloatingPointError in that iteration: a rank that raised alone would leave the other one in
+    DDP's next gradient all-reduce."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1',
+           'PYTHONPATH': os.pathsep.join([TESTS, os.environ.get('PYTHONPATH', '')])}
+    procs = []
+    for rank in range(2):
+        code = (f'import _reliability_helpers as h; h.ddp_worker({str(tmp_path)!r}, '
+                f'{str(tmp_path / "store")!r}, {rank}, 2, nan_rank=1, nan_iteration=3)')
+        procs.append(subprocess.Popen([sys.executable, '-c', code], env={**env, 'LOCAL_RANK':
+                                      str(rank)}, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=150)[0])
+    finally:
+        for proc in procs:
+            proc.kill()
+    for rank, (proc, out) in enumerate(zip(procs, outputs)):
+        assert proc.returncode != 0, out[-3000:]
+        assert 'FloatingPointError: loss became' in out, (rank, out[-3000:])
+        assert 'at iteration 3 on rank 1' in out, (rank, out[-3000:])
+    assert 'loss became nan at iteration 3 on rank 1' in outputs[1]
+
+
+def test_overflowing_gradients_under_loss_scaling_do_not_stop_training(tmp_path, monkeypatch):
+    """AMP's GradScaler skips a step whose scaled gradients overflow and lowers the scale; the
+    loss is finite and FiniteLossHook lets training go on. mmengine's AmpOptimWrapper with the
+    CPU GradScaler (the CUDA one needs a GPU); the gradient of iteration 3 is infinite."""
+    from mmengine.optim import AmpOptimWrapper
+    from mmengine.optim.optimizer import amp_optimizer_wrapper
+
+    class InfiniteGrad(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * math.inf
+
+    class InfiniteGradAt3(ToyModel):
+        calls = 0
+
+        def forward(self, x, mode='loss'):
+            InfiniteGradAt3.calls += 1
+            loss = super().forward(x, mode)['loss']
+            return dict(loss=InfiniteGrad.apply(loss) if self.calls == 3 else loss)
+
+    monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available', lambda: True)
+    model = InfiniteGradAt3()
+    wrapper = AmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
+    wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=2.**10)
+    runner = toy_runner(tmp_path, model=model, optim_wrapper=wrapper, param_scheduler=None,
+                        custom_hooks=[dict(type='FiniteLossHook')])
+    runner.train()
+    assert runner.iter == 6
+    assert wrapper.loss_scaler.get_scale() == 2.**9  # one step skipped, the scale halved
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 # ================================================================== 4. mixed precision

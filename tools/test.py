@@ -1,10 +1,11 @@
 """Evaluate a checkpoint: COCO bbox / segm mAP or ADE20K mIoU (mmdet's / mmseg's flags).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR] [--tta]
+        [--amp [--amp-force]]
 
 Prints the metrics table and writes them to ``<work-dir>/metrics.json``. The checkpoint is read
 with mmmv's safe loader and must fit the model: a checkpoint of another arch stops the run with
-the keys and shapes that differ (mmmv.hooks.CheckpointFitHook) instead of testing a partly
+the keys and shapes that differ (mmmv.engine.hooks.CheckpointFitHook) instead of testing a partly
 random model.
 """
 import argparse
@@ -12,10 +13,17 @@ import json
 import os
 import os.path as osp
 
-from mmmv.runtime import add_runner_arguments, parse_runner_arguments  # registers mmmv
+from mmengine.dist import get_rank
+
+from mmmv.checkpoint import load_checkpoint
+from mmmv.cli import add_amp_argument, add_runner_arguments, parse_runner_arguments
+from mmmv.engine import (build_runner, enable_result_dump, enable_test_amp, enable_tta,
+                         enable_visualization, load_config, release_distributed)
+from mmmv.errors import cli_main
+from mmmv.input_checks import check_dataset_paths
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a MambaVision model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -26,7 +34,8 @@ def parse_args():
     parser.add_argument('--show-dir', help='save drawn predictions into this dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
-    return parse_runner_arguments(add_runner_arguments(parser))
+    add_amp_argument(parser, 'inference')
+    return parse_runner_arguments(add_runner_arguments(parser), argv)
 
 
 def format_metrics(metrics):
@@ -35,14 +44,10 @@ def format_metrics(metrics):
                      for k, v in metrics.items())
 
 
-def main():
-    args = parse_args()
-    from mmengine.dist import get_rank
-    from mmmv.input_checks import check_dataset_paths
-    from mmmv.runtime import (build_runner, enable_result_dump, enable_tta,
-                              enable_visualization, load_config, release_distributed)
-
+def main(argv=None):
+    args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    load_checkpoint(args.checkpoint)  # a bad one is named before the runner makes the work dir
     check_dataset_paths(cfg, ['test_dataloader'], ['test_evaluator'])
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -51,6 +56,8 @@ def main():
         enable_tta(cfg)
     if args.out:
         enable_result_dump(cfg, args.out)
+    if args.amp:
+        enable_test_amp(cfg, args.amp_force)
     try:
         # mmseg reports numpy scalars: make every metric a plain Python number
         metrics = {k: v.item() if hasattr(v, 'item') else v
@@ -68,4 +75,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    cli_main(main)

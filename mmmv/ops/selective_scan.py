@@ -15,6 +15,7 @@ backward; bias, softplus and the D term around it are ordinary differentiable te
 """
 import contextlib
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -50,21 +51,50 @@ def _unavailable_reason(name, device):
     return None
 
 
-def scan_backend(u=None, backend=None):
-    """Name of the backend that `selective_scan` runs for tensor `u` (None: a CPU tensor).
+MAMBA_FIX = ("install a mamba-ssm built for this torch and CUDA (pip install mamba-ssm "
+             "--no-build-isolation), or set MMMV_SCAN_BACKEND=torch to choose the PyTorch scan "
+             "and silence this warning")
 
-    backend: None (use MMMV_SCAN_BACKEND, default 'auto') or one of BACKENDS.
-    Raises ValueError for an unknown name and RuntimeError for a backend that cannot run `u`.
+
+@functools.lru_cache(maxsize=None)
+def _warn_mamba_fallback(reason):
+    """Say once per process (per reason) that 'auto' runs the PyTorch scan on CUDA because
+    mamba-ssm cannot be imported: it trains several times slower."""
+    warnings.warn(f"selective_scan: backend 'auto' runs the PyTorch scan on CUDA, several times "
+                  f"slower than mamba-ssm's kernel, because {reason}. To fix: {MAMBA_FIX}.",
+                  RuntimeWarning, stacklevel=3)
+
+
+def choose_backend(name, device):
+    """The backend that runs tensors on ``device`` when ``name`` is asked for.
+
+    'auto' takes the first of mamba-ssm, the C++ kernel and the PyTorch scan that can run there;
+    on CUDA, when mamba-ssm cannot be imported (missing, or built for another torch), it warns
+    once per process with the import error and runs the PyTorch scan. A named backend that
+    cannot run raises RuntimeError with the reason.
     """
-    name = requested_backend('selective_scan', backend, ENV_VAR, BACKENDS)
-    device = u.device if u is not None else torch.device('cpu')
     if name == 'auto':
-        candidates = ('mamba_ssm', 'cpp', 'torch')
-        return next(c for c in candidates if _unavailable_reason(c, device) is None)
+        if device.type == 'cuda':
+            reason = _unavailable_reason('mamba_ssm', device)
+            if reason is None:
+                return 'mamba_ssm'
+            _warn_mamba_fallback(reason)
+        return next(c for c in ('cpp', 'torch') if _unavailable_reason(c, device) is None)
     reason = _unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(f'selective_scan: backend {name!r} is unavailable: {reason}')
     return name
+
+
+def scan_backend(u=None, backend=None):
+    """Name of the backend that `selective_scan` runs for tensor `u` (None: a CPU tensor).
+
+    backend: None (use MMMV_SCAN_BACKEND, default 'auto') or one of BACKENDS.
+    Raises ValueError for an unknown name and RuntimeError for a backend that cannot run `u`
+    (see :func:`choose_backend`).
+    """
+    name = requested_backend('selective_scan', backend, ENV_VAR, BACKENDS)
+    return choose_backend(name, u.device if u is not None else torch.device('cpu'))
 
 
 def _check_shapes(u, delta, A, B, C, D, delta_bias):
