@@ -53,6 +53,7 @@ setup(
     extras_require={
         'cuda': read_requirements('cuda.txt'),
         'tests': read_requirements('tests.txt'),
+        'deploy': read_requirements('deploy.txt'),
     },
     zip_safe=False,
     **extension_kwargs(),
