@@ -10,9 +10,7 @@ Without CHECKPOINT the weights are random (no pretrained download). After the ex
 in onnxruntime on a random input; the tool prints the largest absolute and relative differences
 against PyTorch and exits with status 1 when a relative one exceeds --tolerance.
 
-The shape is fixed: MambaVision pads each hybrid stage's map to a multiple of its window with a
-Python decision on the map size, and PyTorch's exporter turns such decisions (and the scan's
-chunking, derived from the window length) into guards that pin H and W to the traced values.
+The shape is fixed (FIXED_SHAPE below, also printed by --help).
 """
 import argparse
 import os.path as osp
@@ -22,10 +20,21 @@ from mmengine.config import DictAction
 
 from mmmv.errors import check_output_file, cli_main
 
+FIXED_SHAPE = (
+    'The graph has the fixed input shape N x 3 x H x W of --batch and --shape; there is no '
+    '--dynamic. PyTorch 2.14\'s exporter (torch.export) cannot keep H, W and N symbolic through '
+    'MambaVision: asked to, it stops with "Constraints violated (batch, height, width)", because '
+    'the model decides in Python from the feature-map size whether a hybrid stage pads its map '
+    'and whether the padded map is one window or several (the window partition\'s reshapes '
+    'depend on it), and the selective scan splits its sequence into blocks and chunks by Python '
+    'integers computed from the sizes; each decision becomes a guard that holds only for the '
+    'traced size. Export once per input size you deploy.')
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Export a MambaVision detector (backbone + '
-                                     'neck) or segmentor to ONNX and check it in onnxruntime')
+                                     'neck) or segmentor to ONNX and check it in onnxruntime',
+                                     epilog=FIXED_SHAPE)
     parser.add_argument('config', help='detector or segmentor config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint (default: random weights)')
     parser.add_argument('--shape', type=int, nargs='+', required=True, metavar='SIZE',

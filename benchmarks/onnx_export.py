@@ -12,8 +12,8 @@ one process (see ``benchmarks/common.py``):
 and prints median latencies, their ratio and the file and weight sizes. With --profile, where the
 onnxruntime time goes: its own profile, summed by ONNX op type over one run.
 
-    python benchmarks/onnx.py                     # both models, 2 threads
-    python benchmarks/onnx.py --cases upernet_t --reps 3 --profile
+    python benchmarks/onnx_export.py                     # both models, 2 threads
+    python benchmarks/onnx_export.py --cases upernet_t --reps 3 --profile
 """
 import argparse
 import collections
