@@ -145,3 +145,21 @@ def check_file(path: str, what: str, todo: str = '') -> str:
     if osp.getsize(path) == 0:
         raise UserError(what, path, 'is empty (0 bytes)', todo)
     return path
+
+
+def check_output_file(path: str, what: str = 'output', todo: str = '') -> str:
+    """``path`` if a file can be written there: not a folder, and the folder above it (made if
+    missing) is not a file. Run before the work, so that a run never ends at its last step."""
+    if osp.isdir(path):
+        raise UserError(what, path, 'is a folder, not a file name',
+                        todo or f"Give a file name, e.g. '{osp.join(path, 'out')}'")
+    parent = osp.dirname(osp.abspath(path))
+    while not osp.exists(parent):
+        parent = osp.dirname(parent)
+    if not osp.isdir(parent):
+        raise UserError(what, path, f"cannot be written: '{parent}' is a file, not a folder",
+                        todo)
+    if not os.access(parent, os.W_OK):
+        raise UserError(what, path, f"cannot be written: no permission to write in '{parent}'",
+                        todo)
+    return path

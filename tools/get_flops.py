@@ -9,16 +9,14 @@ mmdet's and mmseg's get_flops tools do. FLOPs count multiply-accumulates and inc
 scan and attention, which common counters skip; see ``mmmv/flops.py`` for the conventions.
 """
 import argparse
-import os.path as osp
-import sys
 import tempfile
 
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
-
-from mmmv.flops import format_result, model_complexity  # noqa: E402
-from mmmv.runtime import load_config  # noqa: E402
+from mmmv.engine import load_config
+from mmmv.errors import UserError, cli_main
+from mmmv.flops import format_result, model_complexity
+from mmmv.models.mambavision import MIN_INPUT_SIZE
 
 
 def parse_args(argv=None):
@@ -34,17 +32,26 @@ def parse_args(argv=None):
                         help='module depth of the --detail breakdown (default 4)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, KEY=VALUE pairs as in tools/train.py')
-    args = parser.parse_args(argv)
-    if args.shape is not None and len(args.shape) not in (1, 2):
-        parser.error('--shape takes H W or a single size')
-    return args
+    return parser.parse_args(argv)
+
+
+def input_shape(sizes):
+    """``(H, W)`` from ``--shape H [W]``; None for the task's default."""
+    if sizes is None:
+        return None
+    given = ' '.join(map(str, sizes))
+    if len(sizes) not in (1, 2):
+        raise UserError('--shape', given, f'has {len(sizes)} values; it takes H W or a single '
+                        'size', 'For example --shape 512 512')
+    if min(sizes) < MIN_INPUT_SIZE:
+        raise UserError('--shape', given, f'MambaVision needs at least {MIN_INPUT_SIZE} pixels '
+                        'in height and width', 'For example --shape 512 512')
+    return sizes[0], sizes[-1]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    shape = None
-    if args.shape is not None:
-        shape = (args.shape[0], args.shape[-1])
+    shape = input_shape(args.shape)
     with tempfile.TemporaryDirectory() as work_dir:
         cfg = load_config(args.config, args.cfg_options, work_dir=work_dir)
         result = model_complexity(cfg, shape)
@@ -52,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    cli_main(main)
