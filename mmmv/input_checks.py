@@ -1,5 +1,4 @@
-"""Clear errors for bad input: missing dataset folders, unreadable image files, checkpoints of
-another model.
+"""Clear errors for bad input data: missing dataset folders, unreadable image files.
 
 - :func:`check_dataset_paths` runs before a tool builds anything (a few ``os.stat`` calls): the
   ``data_root``, annotation files and image / label folders of the dataloaders a tool will use
@@ -8,14 +7,19 @@ another model.
 - :func:`name_bad_files` wraps a dataset's pipeline so that a sample that fails to load raises
   :class:`DataFileError` naming the file that is missing, empty or cannot be decoded. Nothing is
   checked while loading succeeds; the diagnosis runs only on the error path.
-- :func:`checkpoint_mismatches` / :func:`check_checkpoint_fits` compare a checkpoint's tensors with
-  a model's; :class:`CheckpointMismatchError` lists the keys and shapes that differ.
+- :func:`read_image_file` reads a tool's input image, or names it and says what is wrong.
 """
 import os
 import os.path as osp
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence
 
-import torch
+from .errors import UserError, check_file, looks_like
+
+# The checkpoint-fit checks moved beside the loader (mmmv.checkpoint.fit); these names stay
+# importable from here until every module imports them from mmmv.checkpoint.
+from .checkpoint.fit import (CheckpointMismatchError, check_checkpoint_fits,  # noqa: F401
+                             checkpoint_mismatches, describe_mismatch, load_checkpoint_exact,
+                             unwrap_model)
 
 DEMO_HINT = ('The demo configs read the synthetic data that `python tools/make_demo_data.py` '
              'writes to ./data/demo (`make demo` makes it too); run the tools from the folder '
@@ -27,15 +31,17 @@ DATASET_HINTS = {
              '{training,validation}.',
 }
 IMAGE_KEYS = ('img_path', 'seg_map_path')
+# what read_image_file offers in its advice (OpenCV reads these)
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 MAX_LISTED = 10
 
 
-class DataFileError(RuntimeError):
+class DataFileError(UserError, RuntimeError):
     """A sample's file is missing, empty or not a decodable image."""
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's tensors do not fit the model (another arch, another number of classes)."""
+class DatasetPathError(UserError, FileNotFoundError):
+    """A dataset path of the config (data_root, ann_file, data_prefix folder) does not exist."""
 
 
 # ------------------------------------------------------------------------ dataset paths
@@ -67,9 +73,9 @@ def _hint(task) -> str:
                                    list(DATASET_HINTS.values())))
 
 
-def _missing(path, what, key, task, cwd) -> FileNotFoundError:
+def _missing(path, what, key, task, cwd) -> DatasetPathError:
     where = '' if osp.isabs(path) else f' (relative to the working directory {cwd})'
-    return FileNotFoundError(f"{what} '{path}' of {key} does not exist{where}. {_hint(task)}")
+    return DatasetPathError(f"{what} '{path}' of {key} does not exist{where}. {_hint(task)}")
 
 
 def check_dataset_paths(cfg, loaders: Sequence[str] = ('train_dataloader', ),
@@ -108,6 +114,42 @@ def check_dataset_paths(cfg, loaders: Sequence[str] = ('train_dataloader', ),
                 raise _missing(ann_file, 'annotation file', f'{evaluator}.ann_file', task, cwd)
 
 
+# ------------------------------------------------------------------------ image files
+def _decode(path: str, **kwargs):
+    """The image file at ``path`` decoded by ``mmcv.imfrombytes(**kwargs)``, or None."""
+    import mmcv
+    try:
+        with open(path, 'rb') as f:
+            return mmcv.imfrombytes(f.read(), **kwargs)
+    except Exception:  # cv2 / PIL / turbojpeg errors alike
+        return None
+
+
+def read_image_file(path: str, what: str = 'image'):
+    """The image at ``path`` as an (H, W, 3) RGB uint8 array.
+
+    Raises :class:`~mmmv.errors.UserError` naming ``path`` when it is missing, empty, a folder
+    (saying whether it holds images, and naming one) or cannot be decoded (saying what the file
+    looks like: a corrupt image, text, an archive ...).
+    """
+    todo = f'Give a {", ".join(s.lstrip(".").upper() for s in IMAGE_SUFFIXES)} image file'
+    if osp.isdir(path):
+        images = sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_SUFFIXES))
+        if not images:
+            raise UserError(f'{what} folder', path, 'holds no images (' +
+                            ', '.join(IMAGE_SUFFIXES) + ')', todo)
+        raise UserError(what, path, f'is a folder of {len(images)} images, not an image file',
+                        f"Give one image, e.g. '{osp.join(path, images[0])}'")
+    check_file(path, what, todo)
+    image = _decode(path, flag='color', channel_order='rgb')
+    if image is None:
+        kind = looks_like(path)
+        why = (f'cannot be decoded: it starts like {kind} but is corrupt or truncated'
+               if kind.endswith(' image') else f'is not an image: it looks like {kind}')
+        raise UserError(what, path, why, todo)
+    return image
+
+
 # ------------------------------------------------------------------------ sample files
 def _sample_files(results) -> Dict[str, str]:
     """The file paths a sample names (img_path, seg_map_path, ...)."""
@@ -119,7 +161,6 @@ def _sample_files(results) -> Dict[str, str]:
 
 def _diagnose(files: Dict[str, str]) -> List[str]:
     """Why each bad file of a failed sample is bad (empty list: the files look fine)."""
-    import mmcv
     problems = []
     for key, path in files.items():
         if _is_remote(path):
@@ -129,12 +170,7 @@ def _diagnose(files: Dict[str, str]) -> List[str]:
         elif osp.isfile(path) and osp.getsize(path) == 0:
             problems.append(f"{key} '{path}' is empty (0 bytes)")
         elif key in IMAGE_KEYS and osp.isfile(path):
-            try:
-                with open(path, 'rb') as f:
-                    decoded = mmcv.imfrombytes(f.read(), flag='unchanged')
-            except Exception:  # cv2 / PIL / turbojpeg errors alike
-                decoded = None
-            if decoded is None:
+            if _decode(path, flag='unchanged') is None:
                 problems.append(f"{key} '{path}' cannot be decoded as an image "
                                 '(corrupt, truncated or not an image)')
     return problems
@@ -192,76 +228,3 @@ def name_bad_files(dataset) -> int:
         wrapped += 1
     return wrapped
 
-
-# ------------------------------------------------------------------------ checkpoints
-def _strip(state: Dict, prefix='module.') -> Dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
-
-
-def checkpoint_mismatches(model_state: Dict, checkpoint_state: Dict
-                          ) -> Tuple[List[Tuple[str, tuple, tuple]], List[str], List[str]]:
-    """``(shape_mismatches, missing, unexpected)`` between a model's and a checkpoint's state.
-
-    shape_mismatches: ``(key, checkpoint shape, model shape)``; missing: model keys absent from
-    the checkpoint; unexpected: checkpoint keys the model does not have. DDP's ``module.`` prefix
-    is ignored.
-    """
-    checkpoint_state = _strip(checkpoint_state)
-    shapes = [(k, tuple(v.shape), tuple(model_state[k].shape))
-              for k, v in checkpoint_state.items()
-              if k in model_state and isinstance(v, torch.Tensor)
-              and tuple(v.shape) != tuple(model_state[k].shape)]
-    missing = [k for k in model_state if k not in checkpoint_state]
-    unexpected = [k for k in checkpoint_state if k not in model_state]
-    return shapes, missing, unexpected
-
-
-def _listing(items: List[str]) -> str:
-    more = f' ... and {len(items) - MAX_LISTED} more' if len(items) > MAX_LISTED else ''
-    return '; '.join(items[:MAX_LISTED]) + more
-
-
-def describe_mismatch(name, shapes, missing, unexpected=()) -> str:
-    parts = []
-    if shapes:
-        parts.append(f'{len(shapes)} tensors differ in shape: ' + _listing(
-            [f'{k}: checkpoint {c}, model {m}' for k, c, m in shapes]))
-    if missing:
-        parts.append(f'{len(missing)} model tensors are not in the checkpoint: ' +
-                     _listing(list(missing)))
-    if unexpected:
-        parts.append(f'{len(unexpected)} checkpoint tensors are not in the model: ' +
-                     _listing(list(unexpected)))
-    return (f'checkpoint {name} does not fit the model (made for another arch, neck or number '
-            'of classes?): ' + ' | '.join(parts))
-
-
-def unwrap_model(model):
-    """The model whose state dict a checkpoint holds: without DDP wrappers and TTA models (as
-    mmengine's ``load_state_dict`` unwraps them)."""
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    return model
-
-
-def check_checkpoint_fits(model, checkpoint: Dict, name: str, allow_missing=False) -> None:
-    """Raise :class:`CheckpointMismatchError` when a tensor of ``checkpoint`` (an mmengine
-    checkpoint dict or a plain state dict) has another shape than the model's, or (unless
-    ``allow_missing``) a model tensor is missing from it."""
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    shapes, missing, _ = checkpoint_mismatches(unwrap_model(model).state_dict(), state)
-    missing = [] if allow_missing else missing
-    if shapes or missing:
-        raise CheckpointMismatchError(describe_mismatch(name, shapes, missing))
-
-
-def load_checkpoint_exact(model, filename, map_location='cpu', strict=False, logger=None,
-                          revise_keys=((r'^module\.', ''), )):
-    """mmengine's ``load_checkpoint`` (same arguments), but a checkpoint that does not fit the
-    model raises :class:`CheckpointMismatchError` instead of loading partially with a warning.
-    Reads the file through mmengine's loaders, i.e. mmmv's safe loader."""
-    from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
-    checkpoint = _load_checkpoint(filename, map_location=map_location, logger=logger)
-    check_checkpoint_fits(model, checkpoint, repr(filename))
-    return _load_checkpoint_to_model(model, checkpoint, strict, logger, list(revise_keys))

@@ -546,15 +546,14 @@ def captured_log():
     logger.removeHandler(handler)
 
 
-def test_init_weights_pretrained(monkeypatch, captured_log):
-    import mmmv.checkpoint
+def test_init_weights_pretrained(tmp_path, captured_log):
     source = build_mini()
     state = {k: v for k, v in source.state_dict().items() if not k.startswith('outnorm3')}
     state['head.weight'] = torch.zeros(2)
-    monkeypatch.setattr(mmmv.checkpoint, 'load_backbone_state_dict',
-                        lambda path: state if path == 'ckpt.pth' else None)
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': state}, path)
     model = MambaVision(MINI, window_size=SMALL_WINDOWS,
-                        init_cfg=dict(type='Pretrained', checkpoint='ckpt.pth'))
+                        init_cfg=dict(type='Pretrained', checkpoint=path))
     model.init_weights()
     assert torch.equal(model.levels[2].blocks[0].mixer.A_log,
                        source.levels[2].blocks[0].mixer.A_log)
@@ -565,6 +564,7 @@ def test_init_weights_pretrained(monkeypatch, captured_log):
     assert 'outnorm2.weight' not in log
 
     state['levels.2.blocks.0.mixer.A_log'] = torch.zeros(100, 8)
+    torch.save({'state_dict': state}, path)
     message = r'levels\.2\.blocks\.0\.mixer\.A_log: checkpoint \(100, 8\), model \(64, 8\)'
     with pytest.raises(ValueError, match=message):
-        MambaVision(MINI, init_cfg=dict(type='Pretrained', checkpoint='ckpt.pth')).init_weights()
+        MambaVision(MINI, init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()

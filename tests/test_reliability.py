@@ -465,7 +465,7 @@ def test_test_tool_rejects_checkpoint_of_another_arch(demo, tmp_path):
     config = helpers.write_tiny_config(tmp_path, 'seg')
     code, out = run_tool(demo, 'test.py', config, path, '--work-dir', tmp_path / 'w', ok=False)
     assert code != 0
-    assert f'error: checkpoint {str(path)!r} does not fit the model' in out, out[-3000:]
+    assert f"error: checkpoint '{path}'" in out and 'does not fit the model' in out, out[-3000:]
     assert OTHER_ARCH_MISMATCH in out
     assert str(path) in out and not (tmp_path / 'w' / 'metrics.json').exists()
 

@@ -1,20 +1,23 @@
 # What the detection and segmentation MambaVision configs share: the mmmv import, the
 # MambaVision-T backbone (ImageNet-1K initialised) and AdamW's parameter-wise settings.
-# configs/det/cascade_mambavision_t_coco.py and configs/seg/upernet_mambavision_t_ade20k.py
-# inherit it next to the mmdet:: / mmseg:: bases and add their window sizes; the small and base
-# configs inherit those and change arch, channels and checkpoint.
+# The T configs of configs/det and configs/seg inherit it next to the mmdet:: / mmseg:: bases and
+# add their window sizes; the S / B / L3 configs inherit those and change arch, channels and
+# checkpoint.
 custom_imports = dict(imports=['mmmv'], allow_failed_imports=False)
 
-# ImageNet-1K MambaVision-T classifier checkpoint (NVIDIA's mambavision_tiny_1k.pth.tar, or the
-# Hugging Face nvidia/MambaVision-T-1K safetensors); set the path to your copy.
-pretrained = 'checkpoints/mambavision_tiny_1k.pth.tar'
+# NVIDIA's ImageNet-1K MambaVision-T classifier (the URL of the published `mambavision` package's
+# default_cfgs). Downloaded once into torch hub's cache ($TORCH_HOME/hub/checkpoints); offline,
+# pass a local copy: --cfg-options model.backbone.init_cfg.checkpoint=PATH (a .pth.tar, the
+# Hugging Face model.safetensors or a converted file).
+pretrained = ('https://huggingface.co/nvidia/MambaVision-T-1K/resolve/main/'
+              'mambavision_tiny_1k.pth.tar')
 
 mambavision_backbone = dict(
     type='MambaVision',
     arch='tiny',                           # channels 80, 160, 320, 640
     out_indices=(0, 1, 2, 3),
     # The released detectors and segmentors were all trained with 0.2: their configs list
-    # 0.2 / 0.3 / 0.5 (det) and 0.3 / 0.7 / 0.4 (seg) for tiny / small / base, but NVIDIA's
+    # 0.2 / 0.3 / 0.5 (det) and 0.3 / 0.7 / 0.4 / 0.8 (seg T / S / B / L3), but NVIDIA's
     # wrapper never passed the value on, so the classifier default 0.2 applied. Our backbone
     # honours what it is given; set the listed value to train as the configs were written.
     drop_path_rate=0.2,

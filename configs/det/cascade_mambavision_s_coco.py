@@ -2,7 +2,9 @@
 # mask AP 45.2). Same recipe and windows as the tiny config; only the backbone differs.
 _base_ = ['./cascade_mambavision_t_coco.py']
 
-pretrained = 'checkpoints/mambavision_small_1k.pth.tar'
+# NVIDIA's ImageNet-1K MambaVision-S (see configs/_base_/mambavision_t.py)
+pretrained = ('https://huggingface.co/nvidia/MambaVision-S-1K/resolve/main/'
+              'mambavision_small_1k.pth.tar')
 
 model = dict(
     backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)),  # 96, 192, 384, 768

@@ -5,9 +5,11 @@
 #
 # Everything not set here comes from mmdet's own Cascade Mask R-CNN, COCO instance, schedule and
 # runtime configs. small / base (cascade_mambavision_{s,b}_coco.py) inherit this file.
+# NVIDIA's released model: see README, Model zoo (tools/test.py this config with its URL).
 _base_ = [
     'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
     '../_base_/mambavision_t.py',
+    '../_base_/coco_ms_crop_3x.py',
 ]
 
 head_norm_cfg = dict(type='SyncBN', requires_grad=True)
@@ -46,42 +48,11 @@ model = dict(
         ],
         mask_head=dict(num_classes=num_classes)))
 
-# Augmentation from DETR / Sparse R-CNN (as mmdet's mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py):
-# either resize the shorter side to 480..800 (step 32, longer side <= 1333), or resize to
-# 400/500/600, crop 384..600 and then resize to 480..800.
-ms_scales = [(s, 1333) for s in range(480, 801, 32)]
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [dict(type='RandomChoiceResize', scales=ms_scales, keep_ratio=True)],
-            [
-                dict(type='RandomChoiceResize',
-                     scales=[(400, 1333), (500, 1333), (600, 1333)],
-                     keep_ratio=True),
-                dict(type='RandomCrop',
-                     crop_type='absolute_range',
-                     crop_size=(384, 600),
-                     allow_negative_crop=True),
-                dict(type='RandomChoiceResize', scales=ms_scales, keep_ratio=True),
-            ],
-        ]),
-    dict(type='PackDetInputs'),
-]
-# 2 images per GPU x 8 GPUs = 16 per batch
-train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
-
-# 3x schedule: 36 epochs, lr x0.1 after epochs 27 and 33, linear warm-up over 1000 iterations
-max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
-         gamma=0.1),
-]
+# DETR-style multi-scale training with the random-crop branch, 3x schedule (36 epochs):
+# configs/_base_/coco_ms_crop_3x.py. 2 images per GPU x 8 GPUs = 16 per batch.
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=_base_.ms_crop_train_pipeline))
+train_cfg = dict(max_epochs=_base_.max_epochs_3x)
+param_scheduler = _base_.param_scheduler_3x
 
 # AdamW, mixed precision (AmpOptimWrapper needs CUDA; mmmv's tools turn it into bf16 CPU autocast
 # on a machine without CUDA, and the demo configs use a plain OptimWrapper); no decay on norms.

@@ -2,7 +2,9 @@
 # 48.2). Same recipe as the tiny config except the backbone, its windows and lr 6e-5.
 _base_ = ['./upernet_mambavision_t_ade20k.py']
 
-pretrained = 'checkpoints/mambavision_small_1k.pth.tar'
+# NVIDIA's ImageNet-1K MambaVision-S (see configs/_base_/mambavision_t.py)
+pretrained = ('https://huggingface.co/nvidia/MambaVision-S-1K/resolve/main/'
+              'mambavision_small_1k.pth.tar')
 
 model = dict(
     # published small windows: the 32x32 / 16x16 maps of a 512 crop pad to 160 / 56

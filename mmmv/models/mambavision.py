@@ -7,12 +7,10 @@ self-attention. Module and parameter names follow NVIDIA's releases, so their ch
 with ``strict=True`` (a dense-prediction backbone has ``outnorm{i}`` instead of the classifier's
 ``norm`` and ``head``).
 """
-import logging
 import math
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import LayerNorm2d, trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -34,6 +32,9 @@ ARCH_SETTINGS = {  # the published variants (classifiers, mlp_ratio 4)
     'large': dict(dim=196, in_dim=64, depths=(3, 3, 10, 5), num_heads=(4, 8, 16, 32),
                   layer_scale=1e-5),
     'large2': dict(dim=196, in_dim=64, depths=(3, 3, 12, 5), num_heads=(4, 8, 16, 32),
+                   layer_scale=1e-5),
+    # NVIDIA's mamba_vision_L3 (ImageNet-21K pre-trained, 739.6M parameters as a classifier)
+    'large3': dict(dim=256, in_dim=64, depths=(3, 3, 20, 10), num_heads=(4, 8, 16, 32),
                    layer_scale=1e-5),
 }
 MIN_INPUT_SIZE = 32
@@ -237,53 +238,16 @@ class MambaVision(BaseModule):
             self.load_pretrained(self.init_cfg['checkpoint'])
         self._is_init = True
 
-    def load_pretrained(self, path):
-        """Load a checkpoint file in any format ``mmmv.checkpoint`` reads.
+    def load_pretrained(self, checkpoint):
+        """Load a checkpoint file or URL in any released layout (NVIDIA's ImageNet
+        ``.pth.tar``, Hugging Face safetensors, an mmdet / mmseg checkpoint) through mmmv's one
+        load path, :func:`mmmv.checkpoint.load_backbone_weights`.
 
-        Missing and unexpected keys are logged by name; a key whose shape differs raises
-        ValueError (the checkpoint is for another arch).
+        Missing and unexpected keys are logged by name; a tensor whose shape differs raises
+        :class:`~mmmv.checkpoint.CheckpointMismatchError` (a ValueError: another arch).
         """
-        from mmmv.checkpoint import load_backbone_state_dict  # lazy: keeps models light
-        state_dict = load_backbone_state_dict(path)
-        own = self.state_dict()
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}'
-                      for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'{path} does not fit this MambaVision (another arch?); shape '
-                             'mismatch in ' + '; '.join(mismatched))
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
-        print_log(f'loaded {path} into MambaVision', logger='current')
-        if missing:
-            print_log(f'missing keys in {path}: {", ".join(missing)}', logger='current',
-                      level=logging.WARNING)
-        if unexpected:
-            print_log(f'unexpected keys in {path}: {", ".join(unexpected)}', logger='current',
-                      level=logging.WARNING)
-
-
-def _resolve_arch(arch):
-    """A copy of the preset named ``arch``, or the checked dict ``arch``."""
-    if isinstance(arch, str):
-        if arch not in ARCH_SETTINGS:
-            raise ValueError(f'unknown arch {arch!r}; valid names: {", ".join(ARCH_SETTINGS)}')
-        return dict(ARCH_SETTINGS[arch])
-    if not isinstance(arch, dict):
-        raise TypeError(f'arch must be a name or a dict, got {type(arch)}')
-    required = {'dim', 'in_dim', 'depths', 'num_heads'}
-    missing = sorted(required - arch.keys())
-    unknown = sorted(arch.keys() - required - {'layer_scale'})
-    if missing or unknown:
-        raise ValueError(f'arch dict: missing keys {missing}, unknown keys {unknown}')
-    return dict(dict(layer_scale=None), **arch)
-
-
-def _four_ints(name, value, minimum):
-    """``value`` as a tuple of NUM_STAGES ints >= minimum, else ValueError naming ``name``."""
-    value = tuple(value) if isinstance(value, (list, tuple)) else (value, )
-    if len(value) != NUM_STAGES or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
-        raise ValueError(f'{name} must be {NUM_STAGES} ints >= {minimum}, got {value}')
-    return value
+        from mmmv.checkpoint import load_backbone_weights  # lazy: keeps models light
+        load_backbone_weights(self, checkpoint)
 
 
 def _init_module(m):
