@@ -9,9 +9,9 @@ itself: the message format, MMMV_DEBUG=1, and that programming errors keep their
 import os
 import os.path as osp
 import pickle
+import shutil
 import subprocess
 import sys
-import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Sequence
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import _reliability_helpers as helpers
 from mmmv.errors import UserError, check_file, cli_main, looks_like, one_line
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -29,16 +30,6 @@ DET = osp.join(ROOT, 'configs', 'det', 'demo_cascade_mambavision_t.py')
 SEG = osp.join(ROOT, 'configs', 'seg', 'demo_upernet_mambavision_t.py')
 UNSAFE_ADVICE = 'MMMV_UNSAFE_LOAD'
 KEEP = 'not to be overwritten\n'
-
-
-class _RunsCode:
-    """Unpickling this calls open(path, 'w'): the file appears if the pickle's code ran."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, 'w'))
 
 
 def write_inputs(root):
@@ -54,7 +45,7 @@ def write_inputs(root):
     (root / 'work').mkdir()
     torch.save({'state_dict': {}, 'meta': {}}, root / 'work' / 'iter_2.pth')
     (root / 'work' / 'last_checkpoint').write_text('work/iter_2.pth')
-    torch.save({'state_dict': {}, 'payload': _RunsCode('ran')}, root / 'evil.pth')
+    torch.save({'state_dict': {}, 'payload': helpers.Marker('ran')}, root / 'evil.pth')
     (root / 'outputs').mkdir()
     (root / 'keep.txt').write_text(KEEP)
 
@@ -140,7 +131,7 @@ CASES = [
          ["config file 'notes.txt'", 'is not a config'], WORK_DIRS),
     # ---------------------------------------------------------------- get_flops.py
     Case('get_flops_three_sizes', 'get_flops.py', [SEG, '--shape', '512', '512', '3'],
-         ["--shape '512 512 3'", 'H W or a single size']),
+         ["--shape '512 512 3'", 'it takes H W or one size']),
     Case('get_flops_too_small', 'get_flops.py', [SEG, '--shape', '16'],
          ["--shape '16'", 'at least 32']),
     Case('get_flops_missing_config', 'get_flops.py', ['upernet.py'],
@@ -171,6 +162,23 @@ CASES = [
     Case('make_demo_data_out_holds_other_files', 'make_demo_data.py',
          ['--out', 'no_images', '--num-train', '1', '--num-val', '1', '--size', '32'],
          ["--out 'no_images'", 'did not write']),
+    # ---------------------------------------------------------------- export_onnx.py
+    Case('export_onnx_too_small', 'export_onnx.py',
+         [SEG, '--shape', '16', '--out', 'outputs/model.onnx'],
+         ["--shape '16'", 'at least 32'], ['outputs/model.onnx']),
+    Case('export_onnx_output_is_a_folder', 'export_onnx.py',
+         [SEG, '--shape', '64', '--out', 'outputs'], ["--out 'outputs'", 'is a folder']),
+    Case('export_onnx_missing_config', 'export_onnx.py',
+         ['segformer.py', '--shape', '64', '--out', 'outputs/model.onnx'],
+         ["config file 'segformer.py'", 'does not exist'], ['outputs/model.onnx']),
+    # ---------------------------------------------------------------- benchmark.py
+    Case('benchmark_no_images', 'benchmark.py', [SEG, '--batch', '0'],
+         ["--batch '0'", 'must be an integer >= 1']),
+    Case('benchmark_unknown_device', 'benchmark.py', [SEG, '--device', 'gpu0'],
+         ["--device 'gpu0'", "expected 'cpu', 'cuda' or 'cuda:N'"]),
+    Case('benchmark_truncated_checkpoint', 'benchmark.py', [SEG, 'half.pth', '--shape', '64',
+                                                            '64'],
+         ["checkpoint 'half.pth'", 'truncated']),
 ]
 WORKERS = max(1, min(4, (os.cpu_count() or 1)))
 

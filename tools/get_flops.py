@@ -13,10 +13,10 @@ import tempfile
 
 from mmengine.config import DictAction
 
+from mmmv.deploy import check_shape  # --shape H [W], as tools/export_onnx.py takes it
 from mmmv.engine import load_config
-from mmmv.errors import UserError, cli_main
+from mmmv.errors import cli_main
 from mmmv.flops import format_result, model_complexity
-from mmmv.models.mambavision import MIN_INPUT_SIZE
 
 
 def parse_args(argv=None):
@@ -35,23 +35,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def input_shape(sizes):
-    """``(H, W)`` from ``--shape H [W]``; None for the task's default."""
-    if sizes is None:
-        return None
-    given = ' '.join(map(str, sizes))
-    if len(sizes) not in (1, 2):
-        raise UserError('--shape', given, f'has {len(sizes)} values; it takes H W or a single '
-                        'size', 'For example --shape 512 512')
-    if min(sizes) < MIN_INPUT_SIZE:
-        raise UserError('--shape', given, f'MambaVision needs at least {MIN_INPUT_SIZE} pixels '
-                        'in height and width', 'For example --shape 512 512')
-    return sizes[0], sizes[-1]
-
-
 def main(argv=None):
     args = parse_args(argv)
-    shape = input_shape(args.shape)
+    shape = None if args.shape is None else check_shape(args.shape)
     with tempfile.TemporaryDirectory() as work_dir:
         cfg = load_config(args.config, args.cfg_options, work_dir=work_dir)
         result = model_complexity(cfg, shape)
