@@ -213,11 +213,10 @@ def _tiny_model(task, arch):
 
 
 PIPELINES = {
-    'seg': ("[dict(type='LoadImageFromFile'), "
-            "dict(type='LoadAnnotations', reduce_zero_label=False), "
-            "dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]",
-            "[dict(type='LoadImageFromFile'), "
-            "dict(type='LoadAnnotations', reduce_zero_label=False), dict(type='PackSegInputs')]"),
+    'seg': ("[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),"
+            " dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]",
+            "[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),"
+            " dict(type='PackSegInputs')]"),
     'det': ("[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, "
             "with_mask=True), dict(type='Resize', scale=(64, 64), keep_ratio=True), "
             "dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]",

@@ -11,17 +11,26 @@ shapes hide earlier ones, and every annotation describes the *visible* part. Pla
 would leave a shape mostly hidden, split into pieces too small to outline, or with a hole (which
 a COCO polygon cannot describe) are re-drawn, so the polygons, boxes and label maps all agree.
 
-The same scenes are written in two layouts under the output root (default ``data/demo``)::
+Besides ``train`` and ``val`` a second validation split, ``val_random``, shows the very same
+scenes as ``val`` (same shapes, places, shades of grey, noise and labels) with every shape's hue
+drawn independently of its class: evaluated on both, a model tells how much it learned about
+shape rather than colour.
+
+The scenes are written in two layouts under the output root (default ``data/demo``)::
 
     coco/train/000000.png ...              lossless PNG images
     coco/val/000000.png ...
+    coco/val_random/000000.png ...
     coco/annotations/instances_train.json  polygons (cv2.findContours; decode to the exact masks),
                                            bbox xywh, area (pixels), iscrowd 0
     coco/annotations/instances_val.json    categories 1 circle, 2 square, 3 triangle
-    ade/images/training/000000.jpg ...     ADE20K layout (what mmseg's ADE20KDataset expects)
+    coco/annotations/instances_val_random.json
+    ade/images/training/000000.jpg ...     ADE20K's folder layout (mmseg's BaseSegDataset)
     ade/images/validation/...
-    ade/annotations/training/000000.png    uint8 label maps: 0 background, 1..3 classes
-    ade/annotations/validation/...         (load with reduce_zero_label=True: 0 -> 255, k -> k-1)
+    ade/images/validation_random/...
+    ade/annotations/training/000000.png    uint8 label maps: 0 background, 1 circle, 2 square,
+    ade/annotations/validation/...         3 triangle; background is a class like the others
+    ade/annotations/validation_random/...  (load with reduce_zero_label=False, as for VOC)
     meta.json                              generator version and parameters
 
 Image ``i`` of a split is drawn from its own random stream ``(seed, split, i)``: train and val come
@@ -43,12 +52,17 @@ import tempfile
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CLASSES = ('circle', 'square', 'triangle')
 PALETTE = ((220, 20, 60), (0, 128, 255), (60, 180, 75))
 CLASS_HUES = (0., 120., 240.)   # degrees; see _random_colour
 COLOUR_MODES = ('class', 'random')
-SPLITS = (('train', 'training', 0), ('val', 'validation', 1))
+MIN_SIZE = 32   # image side in pixels: the smallest input MambaVision takes
+GENERATOR = 'mmmv.tools.make_demo_data'  # meta.json's mark of a folder this tool wrote
+# (COCO folder, ADE folder, random stream, colours: None = as asked). val_random reuses val's
+# stream: both hue draws take one number from it, so everything else comes out the same.
+SPLITS = (('train', 'training', 0, None), ('val', 'validation', 1, None),
+          ('val_random', 'validation_random', 1, 'random'))
 
 MAX_SHAPES = 3
 MIN_VISIBLE_FRACTION = 0.4   # of the shape's full area
@@ -241,9 +255,35 @@ def _write_split(root, coco_split, ade_split, stream, seed, num, size, colours):
 
 
 def _meta(seed, num_train, num_val, size, colours):
-    return dict(generator='mmmv.tools.make_demo_data', version=GENERATOR_VERSION, seed=int(seed),
+    return dict(generator=GENERATOR, version=GENERATOR_VERSION, seed=int(seed),
                 num_train=int(num_train), num_val=int(num_val), size=int(size), colours=colours,
                 classes=list(CLASSES))
+
+
+def _holds_demo_data(folder) -> bool:
+    try:
+        with open(osp.join(folder, 'meta.json')) as f:
+            return json.load(f).get('generator') == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def bad_argument(out_dir, num_train, num_val, size, colours):
+    """``(parameter, value, why)`` for the first argument of :func:`make_demo_data` that cannot
+    work, or None. An existing ``out_dir`` is replaced, so it must be an empty folder or one this
+    tool wrote."""
+    for name, value, minimum in (('num_train', num_train, 1), ('num_val', num_val, 1),
+                                 ('size', size, MIN_SIZE)):
+        if value < minimum:
+            return name, value, f'must be at least {minimum}'
+    if colours not in COLOUR_MODES:
+        return 'colours', colours, f'must be one of {", ".join(COLOUR_MODES)}'
+    if osp.lexists(out_dir) and not osp.isdir(out_dir):
+        return 'out_dir', out_dir, 'is a file, not a folder; give a new folder'
+    if osp.isdir(out_dir) and os.listdir(out_dir) and not _holds_demo_data(out_dir):
+        return ('out_dir', out_dir, 'is a folder with files this tool did not write (no meta.json '
+                'of make_demo_data), which it would replace; give a new or empty folder')
+    return None
 
 
 def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=192,
@@ -253,12 +293,9 @@ def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=
     Does nothing (summary has skipped=True) if `out_dir/meta.json` records the same parameters,
     unless `force`. Anything else at `out_dir` is replaced only once the new data is complete.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError('num_train and num_val must be positive')
-    if size < 32:
-        raise ValueError('size must be at least 32')
-    if colours not in COLOUR_MODES:
-        raise ValueError(f'colours must be one of {COLOUR_MODES}, got {colours!r}')
+    bad = bad_argument(out_dir, num_train, num_val, size, colours)
+    if bad is not None:
+        raise ValueError(f"make_demo_data: {bad[0]}={bad[1]!r} {bad[2]}")
     out_dir = osp.abspath(out_dir)
     meta = _meta(seed, num_train, num_val, size, colours)
     meta_path = osp.join(out_dir, 'meta.json')
@@ -278,10 +315,10 @@ def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=
     tmp = tempfile.mkdtemp(prefix='.' + osp.basename(out_dir) + '.tmp-', dir=parent)
     counts = {}
     try:
-        for coco_split, ade_split, stream in SPLITS:
+        for coco_split, ade_split, stream, split_colours in SPLITS:
             num = num_train if coco_split == 'train' else num_val
             counts[coco_split] = _write_split(tmp, coco_split, ade_split, stream, seed, num, size,
-                                              colours)
+                                              split_colours or colours)
         with open(osp.join(tmp, 'meta.json'), 'w') as f:
             json.dump(meta, f, indent=2)
         if osp.lexists(out_dir):
@@ -298,8 +335,9 @@ def make_demo_data(out_dir='data/demo', seed=0, num_train=200, num_val=50, size=
         for split, (n_img, n_ann) in counts.items():
             print(f'make_demo_data: {split}: {n_img} images, {n_ann} instances ({size}x{size})')
         print(f'make_demo_data: wrote {out_dir}/coco '
-              '(train, val, annotations/instances_{train,val}.json)')
-        print(f'make_demo_data: wrote {out_dir}/ade (images|annotations/{{training,validation}})')
+              '(train, val, val_random, annotations/instances_{train,val,val_random}.json)')
+        print(f'make_demo_data: wrote {out_dir}/ade '
+              '(images|annotations/{training,validation,validation_random})')
     return dict(meta, out_dir=out_dir, skipped=False,
                 num_instances={k: v[1] for k, v in counts.items()})
 
@@ -310,14 +348,21 @@ def parse_args(argv=None):
     p.add_argument('--out', default='data/demo', help='output root (default: data/demo)')
     p.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
     p.add_argument('--num-train', type=int, default=200, help='training images (default: 200)')
-    p.add_argument('--num-val', type=int, default=50, help='validation images (default: 50)')
+    p.add_argument('--num-val', type=int, default=50,
+                   help='images of each validation split, val and val_random (default: 50)')
     p.add_argument('--size', type=int, default=192, help='image side in pixels (default: 192)')
     p.add_argument('--colours', choices=COLOUR_MODES, default='class',
                    help="'class' (default): each class has its own hue family, shades random; "
                         "'random': any hue, so only the shape tells the class (much harder to "
-                        "learn from scratch)")
+                        "learn from scratch); for train and val: val_random is always 'random'")
     p.add_argument('--force', action='store_true', help='regenerate even if up to date')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    bad = bad_argument(args.out, args.num_train, args.num_val, args.size, args.colours)
+    if bad is not None:
+        name, value, why = bad
+        flag = '--out' if name == 'out_dir' else '--' + name.replace('_', '-')
+        p.error(f"{flag} '{value}': {why}")  # exit status 2, as for argparse's own checks
+    return args
 
 
 def main(argv=None):

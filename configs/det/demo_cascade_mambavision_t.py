@@ -91,7 +91,14 @@ test_dataloader = val_dataloader
 
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json',
                      metric=['bbox', 'segm'])
-test_evaluator = val_evaluator
+# The test also reports every class's AP. mmdet's CocoMetric names those '<class>_precision' for
+# box and mask AP alike (the second overwrites the first), so one metric per prefix:
+# bbox/bbox_mAP, bbox/circle_precision, ..., segm/segm_mAP, segm/circle_precision, ...
+test_evaluator = [
+    dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json', metric=metric,
+         classwise=True, prefix=metric, format_only=False)
+    for metric in ('bbox', 'segm')
+]
 
 # Iteration-based schedule: linear warm-up, then x0.1 steps near the end; evaluate once at the end.
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,

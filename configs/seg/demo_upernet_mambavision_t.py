@@ -1,15 +1,18 @@
 # CPU demo: the UperNet + MambaVision-T recipe of upernet_mambavision_t_ade20k.py, trained from
-# scratch on the synthetic shapes data of tools/make_demo_data.py (data/demo/ade, ADE20K layout:
-# 192x192 images, label maps 0 = background, 1..3 = classes). Only what a short CPU run needs
-# differs from the real config: the data, the input size and pipeline, the schedule, no
-# pretrained weights, no mixed precision, BN instead of SyncBN, narrower heads, 3 classes.
+# scratch on the synthetic shapes data of tools/make_demo_data.py (data/demo/ade, ADE20K's folder
+# layout: 192x192 images, label maps 0 = background, 1..3 = shapes). Only what a short CPU run
+# needs differs from the real config: the data, the input size and pipeline, the schedule, no
+# pretrained weights, no mixed precision, BN instead of SyncBN, narrower heads, 4 classes.
 #
 #   python tools/make_demo_data.py
 #   python tools/train.py configs/seg/demo_upernet_mambavision_t.py
 _base_ = ['./upernet_mambavision_t_ade20k.py']
 
-classes = ('circle', 'square', 'triangle')
-metainfo = dict(classes=classes, palette=[[220, 20, 60], [0, 128, 255], [60, 180, 75]])
+# Background is a class, trained and scored like the shapes (VOC's convention, not ADE20K's,
+# which ignores label 0): it is most of every image, so a model must get it right to score.
+classes = ('background', 'circle', 'square', 'triangle')
+metainfo = dict(classes=classes,
+                palette=[[0, 0, 0], [220, 20, 60], [0, 128, 255], [60, 180, 75]])
 num_classes = len(classes)
 data_root = 'data/demo/ade'
 img_size = (192, 192)
@@ -33,13 +36,14 @@ model = dict(
     decode_head=dict(channels=128, num_classes=num_classes, norm_cfg=head_norm_cfg),
     auxiliary_head=dict(channels=64, num_classes=num_classes, norm_cfg=head_norm_cfg))
 
-# The label maps follow ADE20K's convention: 0 is background / ignored; with
-# reduce_zero_label=True 0 becomes 255 (ignored) and classes 1..3 become 0..2. BaseSegDataset
-# (not ADE20KDataset, whose 150 fixed class names would reject ours) takes the class names.
+# Label k of a map is class k: the datasets' reduce_zero_label=False keeps 0 (background) as a
+# class (LoadAnnotations takes the dataset's setting).
+# BaseSegDataset (not ADE20KDataset, whose 150 fixed class names would reject ours) takes the
+# class names.
 dataset_type = 'BaseSegDataset'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),   # reduce_zero_label: the dataset's
     dict(type='Resize', scale=img_size, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
@@ -47,13 +51,13 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=img_size, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),   # reduce_zero_label: the dataset's
     dict(type='PackSegInputs'),
 ]
 # One-process loading (the images are tiny): the same for training and validation.
 demo_loader = dict(num_workers=0, persistent_workers=False)
 demo_dataset = dict(type=dataset_type, data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
-                    seg_map_suffix='.png', reduce_zero_label=True)
+                    seg_map_suffix='.png', reduce_zero_label=False)
 train_dataloader = dict(
     batch_size=2,
     **demo_loader,
