@@ -28,6 +28,7 @@ def run(*args, cwd):
                           timeout=600, cwd=cwd, env=env)
 
 
+@pytest.mark.slow
 def test_segmentor_prints_latency_fps_memory_and_backends(tmp_path):
     out = run(SEG, '--shape', '64', '96', '--repeat', '2', '--warmup', '1', '--threads', '1',
               cwd=tmp_path)
@@ -43,6 +44,7 @@ def test_segmentor_prints_latency_fps_memory_and_backends(tmp_path):
     assert not os.listdir(tmp_path)  # nothing written
 
 
+@pytest.mark.slow
 def test_detector_compares_float32_with_bf16(tmp_path):
     out = run(DET, '--shape', '96', '128', '--repeat', '1', '--warmup', '0', '--compare-amp',
               '--amp-force', '--threads', '1', cwd=tmp_path)
