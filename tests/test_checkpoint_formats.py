@@ -250,7 +250,9 @@ def _write_ade_val(folder):
 DERIVED = {
     'det': """
 _base_ = ['{config}']
-model = dict(backbone=dict(window_size=(8, 8, 8, 4), init_cfg=None))
+# score threshold 0: a random-weight detector's boxes are all scored (else none is kept)
+model = dict(backbone=dict(window_size=(8, 8, 8, 4), init_cfg=None),
+             test_cfg=dict(rcnn=dict(score_thr=0.0)))
 test_dataloader = dict(dataset=dict(
     data_root='{data}', ann_file='{ann}', data_prefix=dict(img='val/'),
     pipeline=[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 96), keep_ratio=True),
