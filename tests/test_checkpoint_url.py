@@ -247,3 +247,37 @@ def test_torchrun_downloads_once(tmp_path, torch_home):
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         assert 'rank 0 ok' in proc.stdout and 'rank 1 ok' in proc.stdout
         assert server.requests == ['/' + NAME]
+
+
+@pytest.mark.slow
+def test_tools_test_evaluates_a_checkpoint_by_url(tmp_path, torch_home):
+    """tools/test.py CONFIG URL: the tiny demo segmentor's checkpoint served by URL."""
+    import importlib.util
+
+    import _reliability_helpers as helpers
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data', osp.join(helpers.ROOT, 'tools', 'make_demo_data.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_demo_data(str(tmp_path / 'data' / 'demo'), num_train=2, num_val=2, size=64,
+                          verbose=False)
+    config = helpers.write_tiny_config(tmp_path, 'seg')
+    init_default_scope('mmseg')
+    model = MODELS.build(Config.fromfile(config).model)
+    (tmp_path / 'served').mkdir()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, tmp_path / 'served' / 'seg.pth')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TORCH_HOME': str(torch_home),
+           'PYTHONPATH': os.pathsep.join([osp.dirname(osp.abspath(__file__)),
+                                          os.environ.get('PYTHONPATH', '')])}
+    with serving(tmp_path / 'served') as server:
+        proc = subprocess.run(
+            [sys.executable, osp.join(helpers.ROOT, 'tools', 'test.py'), config,
+             server.url('seg.pth'), '--work-dir', str(tmp_path / 'work')],
+            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert server.requests == ['/seg.pth']  # the tool reads it twice, downloads it once
+    assert (tmp_path / 'work' / 'metrics.json').exists()
+    assert (torch_home / 'hub' / 'checkpoints' / 'seg.pth').exists()
