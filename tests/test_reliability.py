@@ -82,12 +82,12 @@ def refusal(path):
 
 # ================================================================== 1. safe loading everywhere
 def test_every_mmengine_scheme_goes_through_the_allow_list(tmp_path):
-    """Local paths and URLs are read by mmmv's loaders; every other scheme's torch.load runs
-    weights-only (torch's default) with mmmv's allow-list added process-wide."""
-    for prefix in ('', 'http://', 'https://'):
-        loader = CheckpointLoader._get_checkpoint_loader(prefix + 'x.pth')
-        assert loader.__module__ == 'mmmv.checkpoint.schemes', prefix
+    """Local paths (and URLs: tests/test_checkpoint_url.py) are read by mmmv's loaders; every
+    other scheme's torch.load runs weights-only (torch's default) with mmmv's allow-list added
+    process-wide."""
     evil, marker = code_carrying_checkpoint(tmp_path)
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(refusal(evil))):
+        CheckpointLoader.load_checkpoint(str(evil), map_location='cpu')
     with pytest.raises(pickle.UnpicklingError):
         torch.load(str(evil), map_location='cpu')  # what mmengine's other schemes call
     assert not marker.exists()
