@@ -24,7 +24,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Convert a MambaVision checkpoint')
     parser.add_argument('src', help='.pth.tar / .pth / .safetensors checkpoint file or URL')
     parser.add_argument('dst', help='output backbone checkpoint (.pth)')
-    parser.add_argument('--arch', help='check that the result fits this arch (tiny, small, ..., large3)')
+    parser.add_argument('--arch',
+                        help='check that the result fits this arch (tiny, small, ..., large3)')
     parser.add_argument('--unsafe-load', action='store_true',
                         help='unpickle the source fully (only for files you trust)')
     return parser.parse_args()
