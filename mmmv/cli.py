@@ -16,6 +16,8 @@ from mmengine.config import DictAction
 
 from .checkpoint import UNSAFE_ENV
 from .engine.distributed import LAUNCHERS, export_local_rank
+from .errors import UserError
+from .models.mambavision import MIN_INPUT_SIZE
 
 AMP_HELP = {
     'training': 'mixed precision: float16 with dynamic loss scaling on CUDA, bfloat16 autocast '
@@ -31,11 +33,40 @@ def add_unsafe_load_argument(parser: argparse.ArgumentParser) -> argparse.Argume
     return parser
 
 
+def add_cfg_options_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--cfg-options KEY=VALUE ...``: override settings of the config (mmdet's flag)."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, key=value')
+    return parser
+
+
+def add_shape_argument(parser: argparse.ArgumentParser, required=False, default=''
+                       ) -> argparse.ArgumentParser:
+    """``--shape H [W]``: the input size (one value: square); check it with :func:`check_shape`.
+    ``default`` describes what the tool takes without the flag."""
+    parser.add_argument('--shape', type=int, nargs='+', required=required, metavar='SIZE',
+                        help=f'input height and width (one value: square), at least '
+                        f'{MIN_INPUT_SIZE}' + (f'; default {default}' if default else ''))
+    return parser
+
+
+def check_shape(shape):
+    """``(H, W)`` from ``--shape``'s one (square) or two ints, each at least the backbone's
+    minimum; a :class:`UserError` naming ``--shape`` otherwise."""
+    given = ' '.join(map(str, shape))
+    if len(shape) not in (1, 2):
+        raise UserError('--shape', given, f'has {len(shape)} values; it takes H W or one size',
+                        'For example --shape 512 512')
+    if min(shape) < MIN_INPUT_SIZE:
+        raise UserError('--shape', given, f'MambaVision needs at least {MIN_INPUT_SIZE} pixels '
+                        'in height and width', f'Give H, W >= {MIN_INPUT_SIZE}')
+    return int(shape[0]), int(shape[-1])
+
+
 def add_runner_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the flags ``tools/train.py`` and ``tools/test.py`` share."""
     add_unsafe_load_argument(parser)
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, key=value')
+    add_cfg_options_argument(parser)
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     # passed by the legacy torch.distributed.launch only; torchrun, slurm and mpi set variables
     parser.add_argument('--local_rank', '--local-rank', type=int, default=None,

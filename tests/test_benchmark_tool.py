@@ -60,7 +60,7 @@ def test_detector_compares_float32_with_bf16(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--batch', '0'], "--batch '0': must be an integer >= 1"),
-    (['--shape', '16', '64'], "--shape '16 64': height and width must be at least 32"),
+    (['--shape', '16', '64'], "--shape '16 64': MambaVision needs at least 32"),
     (['--device', 'tpu'], "--device 'tpu': expected 'cpu', 'cuda' or 'cuda:N'"),
 ])
 def test_bad_arguments_are_named(tmp_path, args, message):

@@ -29,7 +29,7 @@ from contextlib import nullcontext
 
 import torch
 
-from mmmv.cli import add_amp_argument
+from mmmv.cli import add_amp_argument, add_shape_argument, check_shape
 from mmmv.engine import inference_autocast, load_config, task_of
 from mmmv.env import amp_allowed, require_mmcv_cuda_ops
 from mmmv.errors import UserError, cli_main
@@ -43,8 +43,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Time a detector or segmentor in inference')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint (default: random weights)')
-    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size (default: 800 1344 detection, 512 512 segmentation)')
+    add_shape_argument(parser, default='800 1344 for detection, 512 512 for segmentation')
     parser.add_argument('--batch', type=int, default=1, help='images per iteration (1)')
     parser.add_argument('--repeat', type=int, default=5, help='timed iterations (5)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed iterations first (1)')
@@ -64,9 +63,8 @@ def check_arguments(args):
         value = getattr(args, name)
         if value is not None and value < minimum:
             raise UserError(f'--{name}', value, f'must be an integer >= {minimum}')
-    if args.shape is not None and min(args.shape) < 32:
-        raise UserError('--shape', ' '.join(map(str, args.shape)),
-                        'height and width must be at least 32 pixels')
+    if args.shape is not None:
+        args.shape = check_shape(args.shape)
     if args.device not in ('cpu', 'cuda') and not args.device.startswith('cuda:'):
         raise UserError('--device', args.device, "expected 'cpu', 'cuda' or 'cuda:N'")
     if args.device != 'cpu' and not torch.cuda.is_available():

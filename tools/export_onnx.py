@@ -16,8 +16,7 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
+from mmmv.cli import add_cfg_options_argument, add_shape_argument, check_shape
 from mmmv.errors import check_output_file, cli_main
 
 FIXED_SHAPE = (
@@ -37,8 +36,7 @@ def parse_args(argv=None):
                                      epilog=FIXED_SHAPE)
     parser.add_argument('config', help='detector or segmentor config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint (default: random weights)')
-    parser.add_argument('--shape', type=int, nargs='+', required=True, metavar='SIZE',
-                        help='input height and width (one value: square), at least 32')
+    add_shape_argument(parser, required=True)
     parser.add_argument('--out', required=True, help='ONNX file to write')
     parser.add_argument('--batch', type=int, default=1, help='batch size N (default 1)')
     parser.add_argument('--opset', type=int, default=18, help='ONNX opset (default 18)')
@@ -46,14 +44,13 @@ def parse_args(argv=None):
                         help='largest accepted relative difference (default 1e-4)')
     parser.add_argument('--threads', type=int, default=None,
                         help='onnxruntime intra-op threads for the check (default: all cores)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, KEY=VALUE pairs as in tools/train.py')
+    add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmmv.deploy import (build_exportable, check_batch, check_shape, differences,
+    from mmmv.deploy import (build_exportable, check_batch, differences,
                              example_input, export_onnx, format_differences,
                              onnxruntime_outputs, onnxruntime_session, output_names,
                              pytorch_outputs)

@@ -11,9 +11,7 @@ scan and attention, which common counters skip; see ``mmmv/flops.py`` for the co
 import argparse
 import tempfile
 
-from mmengine.config import DictAction
-
-from mmmv.deploy import check_shape  # --shape H [W], as tools/export_onnx.py takes it
+from mmmv.cli import add_cfg_options_argument, add_shape_argument, check_shape
 from mmmv.engine import load_config
 from mmmv.errors import cli_main
 from mmmv.flops import format_result, model_complexity
@@ -23,15 +21,12 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Parameters and FLOPs of a detector or '
                                      'segmentor with a MambaVision backbone')
     parser.add_argument('config', help='config file path')
-    parser.add_argument('--shape', type=int, nargs='+', metavar='SIZE',
-                        help='input height and width (one value: square); default 800 1280 '
-                        'for detection, 512 2048 for segmentation')
+    add_shape_argument(parser, default='800 1280 for detection, 512 2048 for segmentation')
     parser.add_argument('--detail', action='store_true',
                         help='also print FLOPs by operator and a per-module breakdown')
     parser.add_argument('--depth', type=int, default=4,
                         help='module depth of the --detail breakdown (default 4)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, KEY=VALUE pairs as in tools/train.py')
+    add_cfg_options_argument(parser)
     return parser.parse_args(argv)
 
 

@@ -31,7 +31,13 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='detection: dump predictions to this .pkl; '
                         'segmentation: write prediction PNGs into this dir')
     parser.add_argument('--show', action='store_true', help='show prediction results')
-    parser.add_argument('--show-dir', help='save drawn predictions into this dir')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='save drawn predictions (ground truth beside prediction) into this '
+                        'dir. Detection (mmdet\'s DetVisualizationHook): a relative DIR is put '
+                        'under the run\'s timestamped folder, <work-dir>/<timestamp>/DIR, an '
+                        'absolute one is used as it is; one PNG per image, named after it. '
+                        'Segmentation (mmseg\'s visualizer): DIR/vis_data/vis_image/, DIR '
+                        'relative to the current folder. Pass an absolute DIR to know where')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     add_amp_argument(parser, 'inference')

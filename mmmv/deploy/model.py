@@ -6,7 +6,7 @@ it to the model (mean subtracted, divided by std, padded).
 import torch.nn as nn
 
 from mmmv.errors import UserError, check_file
-from mmmv.models.mambavision import MIN_INPUT_SIZE, MambaVision
+from mmmv.models.mambavision import MambaVision
 
 
 def tensor_bytes(*modules):
@@ -49,19 +49,6 @@ class DetectorFeatures(nn.Module):
     def weight_bytes(self):
         """Bytes of the backbone's and the neck's weights."""
         return tensor_bytes(self.detector.backbone, getattr(self.detector, 'neck', None))
-
-
-def check_shape(shape):
-    """``(H, W)`` from a sequence of one (square) or two ints, each at least the backbone's
-    minimum; a :class:`UserError` naming ``--shape`` otherwise."""
-    given = ' '.join(map(str, shape))
-    if len(shape) not in (1, 2):
-        raise UserError('--shape', given, f'has {len(shape)} values; it takes H W or one size',
-                        'For example --shape 512 512')
-    if min(shape) < MIN_INPUT_SIZE:
-        raise UserError('--shape', given, f'MambaVision needs at least {MIN_INPUT_SIZE} pixels '
-                        'in height and width', f'Give H, W >= {MIN_INPUT_SIZE}')
-    return int(shape[0]), int(shape[-1])
 
 
 def build_exportable(config, checkpoint=None, cfg_options=None):

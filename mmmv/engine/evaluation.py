@@ -37,7 +37,6 @@ def enable_result_dump(cfg: Config, out: str):
         cfg.test_evaluator = [*evaluators, ConfigDict(type='DumpDetResults', out_file_path=out)]
     else:
         cfg.test_evaluator.output_dir = out
-        cfg.test_evaluator.keep_results = True
 
 
 def enable_tta(cfg: Config):
