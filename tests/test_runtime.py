@@ -124,7 +124,7 @@ def test_result_dump():
         enable_result_dump(_cfg('mmdet'), 'preds.json')
     seg = _cfg('mmseg')
     enable_result_dump(seg, 'out_dir')
-    assert seg.test_evaluator.output_dir == 'out_dir' and seg.test_evaluator.keep_results
+    assert seg.test_evaluator.output_dir == 'out_dir'
 
 
 def test_release_distributed_destroys_the_process_group(tmp_path):
