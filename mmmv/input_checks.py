@@ -15,12 +15,6 @@ from typing import Dict, Iterable, List, Sequence
 
 from .errors import UserError, check_file, looks_like
 
-# The checkpoint-fit checks moved beside the loader (mmmv.checkpoint.fit); these names stay
-# importable from here until every module imports them from mmmv.checkpoint.
-from .checkpoint.fit import (CheckpointMismatchError, check_checkpoint_fits,  # noqa: F401
-                             checkpoint_mismatches, describe_mismatch, load_checkpoint_exact,
-                             unwrap_model)
-
 DEMO_HINT = ('The demo configs read the synthetic data that `python tools/make_demo_data.py` '
              'writes to ./data/demo (`make demo` makes it too); run the tools from the folder '
              'that holds data/ (the repository root).')

@@ -11,13 +11,14 @@ import importlib
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .engine import (CheckpointFitHook, CPUAutocastOptimWrapper, CPUDistributedDataParallel,
-                     CrashSafeCheckpointHook, FiniteLossHook, RNGStateHook)
+                     CrashSafeCheckpointHook, FiniteLossHook, FuseConvBNHook, RNGStateHook)
 from .models import MambaVision, MM_mamba_vision
 
 # NVIDIA's configs name the backbone MM_mamba_vision and use its keywords (the adapter)
 BACKBONES = {'MambaVision': MambaVision, 'MM_mamba_vision': MM_mamba_vision}
 DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
-HOOK_CLASSES = (FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook)
+HOOK_CLASSES = (FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook,
+                FuseConvBNHook)
 
 
 def downstream_model_registries():

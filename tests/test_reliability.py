@@ -30,8 +30,9 @@ from _reliability_helpers import Marker, ToyModel, toy_runner
 from mmmv.checkpoint import UnsafeCheckpointError, atomic_write, load_checkpoint_file
 from mmmv.engine import (add_reliability_hooks, build_runner, find_resume_checkpoint,
                          get_rng_state, load_config, mmcv_ops_in_float32, set_rng_state)
-from mmmv.input_checks import (CheckpointMismatchError, DataFileError, FileNamingPipeline,
-                               check_checkpoint_fits, check_dataset_paths, load_checkpoint_exact)
+from mmmv.checkpoint.fit import (CheckpointMismatchError, check_checkpoint_fits,
+                                 load_checkpoint_exact)
+from mmmv.input_checks import DataFileError, FileNamingPipeline, check_dataset_paths
 from mmmv.models import MambaVision
 
 ROOT = helpers.ROOT

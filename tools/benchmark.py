@@ -33,6 +33,7 @@ from mmmv.cli import add_amp_argument, add_shape_argument, check_shape
 from mmmv.engine import inference_autocast, load_config, task_of
 from mmmv.env import amp_allowed, require_mmcv_cuda_ops
 from mmmv.errors import UserError, cli_main
+from mmmv.models import fuse_conv_bn
 from mmmv.ops.backends import record_backends
 
 DEFAULT_SHAPES = {'mmdet': (800, 1344), 'mmseg': (512, 512)}  # COCO 1333x800 padded; ADE crop
@@ -83,7 +84,8 @@ def without_init_cfg(node):
 
 
 def build_model(cfg, checkpoint, device):
-    """The config's model in eval mode on ``device``: random weights, or ``checkpoint``'s."""
+    """The config's model in eval mode on ``device``, MambaVision's BatchNorm folded as
+    ``tools/test.py`` runs it: random weights, or ``checkpoint``'s."""
     from mmengine.registry import MODELS, init_default_scope
     task = task_of(cfg)
     init_default_scope(task)
@@ -95,7 +97,7 @@ def build_model(cfg, checkpoint, device):
     if checkpoint is not None:
         from mmmv.checkpoint import load_checkpoint_exact
         load_checkpoint_exact(model, checkpoint, map_location='cpu')
-    return model.to(device).eval()
+    return fuse_conv_bn(model.to(device).eval())
 
 
 def random_batch(task, shape, batch, seed=0):

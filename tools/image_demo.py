@@ -12,8 +12,10 @@ import torch
 
 from mmmv.cli import add_amp_argument, add_unsafe_load_argument, apply_unsafe_load
 from mmmv.engine import inference_autocast, load_config, task_of
+from mmmv.checkpoint import load_checkpoint_exact
 from mmmv.errors import check_output_file, cli_main
-from mmmv.input_checks import load_checkpoint_exact, read_image_file
+from mmmv.input_checks import read_image_file
+from mmmv.models import fuse_conv_bn
 
 
 def parse_args(argv=None):
@@ -46,7 +48,8 @@ def dataset_meta(checkpoint, default):
 def init_model(cfg, checkpoint, device):
     """mmdet's ``init_detector`` / mmseg's ``init_model`` (the model in eval mode on ``device``,
     with ``cfg`` and ``dataset_meta``), loading ``checkpoint`` exactly
-    (:func:`mmmv.input_checks.load_checkpoint_exact`) where those load it non-strictly."""
+    (:func:`mmmv.checkpoint.load_checkpoint_exact`) where those load it non-strictly, with
+    MambaVision's BatchNorm folded into its convs."""
     if task_of(cfg) == 'mmdet':
         from mmdet.apis import init_detector as init
     else:
@@ -56,7 +59,7 @@ def init_model(cfg, checkpoint, device):
         model = init(cfg, None, device=device)
     loaded = load_checkpoint_exact(model, checkpoint, map_location='cpu')
     model.dataset_meta = dataset_meta(loaded, getattr(model, 'dataset_meta', None))
-    return model
+    return fuse_conv_bn(model)
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """Running mmmv models with mmengine's Runner, on GPUs or CPUs (after mmdet's ``mmdet/engine``).
 
-- :mod:`.hooks`: FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook.
+- :mod:`.hooks`: FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook,
+  FuseConvBNHook.
 - :mod:`.config`: :func:`load_config` (what every tool does to a config), :func:`task_of`.
 - :mod:`.device`: :func:`adapt_to_device` (a GPU config on a CPU), the CPU DDP wrapper.
 - :mod:`.amp`: ``--amp`` for training (:func:`enable_amp`) and inference
@@ -16,9 +17,10 @@ from .amp import CPUAutocastOptimWrapper, enable_amp, enable_test_amp, inference
 from .config import TASKS, add_reliability_hooks, load_config, task_of
 from .device import CPUDistributedDataParallel, adapt_to_device
 from .distributed import export_local_rank, init_cpu_distributed, release_distributed
-from .evaluation import enable_result_dump, enable_tta, enable_visualization
-from .hooks import (CheckpointFitHook, CrashSafeCheckpointHook, FiniteLossHook, RNGStateHook,
-                    get_rng_state, set_rng_state)
+from .evaluation import (enable_fused_inference, enable_result_dump, enable_tta,
+                         enable_visualization)
+from .hooks import (CheckpointFitHook, CrashSafeCheckpointHook, FiniteLossHook, FuseConvBNHook,
+                    RNGStateHook, get_rng_state, set_rng_state)
 from .mmcv_ops import mmcv_ops_in_float32
 from .resume import find_resume_checkpoint
 from .runner import build_runner
@@ -27,7 +29,7 @@ __all__ = [
     'CPUAutocastOptimWrapper', 'enable_amp', 'enable_test_amp', 'inference_autocast', 'TASKS',
     'add_reliability_hooks', 'load_config', 'task_of', 'CPUDistributedDataParallel',
     'adapt_to_device', 'export_local_rank', 'init_cpu_distributed', 'release_distributed',
-    'enable_result_dump', 'enable_tta', 'enable_visualization', 'CheckpointFitHook',
-    'CrashSafeCheckpointHook', 'FiniteLossHook', 'RNGStateHook', 'get_rng_state',
+    'enable_fused_inference', 'enable_result_dump', 'enable_tta', 'enable_visualization', 'CheckpointFitHook',
+    'CrashSafeCheckpointHook', 'FiniteLossHook', 'FuseConvBNHook', 'RNGStateHook', 'get_rng_state',
     'set_rng_state', 'mmcv_ops_in_float32', 'find_resume_checkpoint', 'build_runner'
 ]

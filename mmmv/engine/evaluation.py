@@ -5,6 +5,12 @@ from ..errors import ConfigError
 from .config import task_of
 
 
+def enable_fused_inference(cfg: Config):
+    """What ``tools/test.py`` always does: MambaVision's BatchNorm folded into its convs once,
+    before the test loop (:class:`~mmmv.engine.hooks.FuseConvBNHook`)."""
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), ConfigDict(type='FuseConvBNHook')]
+
+
 def enable_visualization(cfg: Config, show_dir=None, show=False, wait_time=2.0):
     """The ``--show`` / ``--show-dir`` flags, as mmdet's and mmseg's test tools set them.
 

@@ -259,3 +259,13 @@ def _init_module(m):
     elif isinstance(m, (nn.LayerNorm, _BatchNorm)):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+def fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold the BatchNorm layers of every MambaVision inside ``model`` (a detector, a segmentor
+    or the backbone itself) into their convs, once: :meth:`MambaVision.fuse_conv_bn`. ``model``
+    must be in eval mode; returns it."""
+    for m in model.modules():
+        if isinstance(m, MambaVision):
+            m.fuse_conv_bn()
+    return model

@@ -5,8 +5,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
-from ...input_checks import (CheckpointMismatchError, checkpoint_mismatches, describe_mismatch,
-                             unwrap_model)
+from ...checkpoint.fit import (CheckpointMismatchError, checkpoint_mismatches, describe_mismatch,
+                               unwrap_model)
 
 
 class CheckpointFitHook(Hook):
@@ -14,7 +14,7 @@ class CheckpointFitHook(Hook):
 
     mmengine loads state dicts non-strictly and only logs a warning when a tensor has another
     shape or is missing, so testing a checkpoint of another arch evaluates a partly random model.
-    This hook raises :class:`~mmmv.input_checks.CheckpointMismatchError`, naming the keys and
+    This hook raises :class:`~mmmv.checkpoint.fit.CheckpointMismatchError`, naming the keys and
     shapes, before the first test or validation batch of a run that loaded such a checkpoint
     (``tools/test.py``) and before the first training iteration of a resumed run (``--resume``).
     Fine-tuning from ``load_from`` (iteration 0, typically another number of classes) keeps
