@@ -8,10 +8,11 @@ root registries, which mmdet's and mmseg's fall back to.
 """
 import importlib
 
-from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
+from mmengine.registry import EVALUATOR, HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .engine import (CheckpointFitHook, CPUAutocastOptimWrapper, CPUDistributedDataParallel,
-                     CrashSafeCheckpointHook, FiniteLossHook, FuseConvBNHook, RNGStateHook)
+                     CrashSafeCheckpointHook, FiniteLossHook, Float32Evaluator, FuseConvBNHook,
+                     RNGStateHook)
 from .models import MambaVision, MM_mamba_vision
 
 # NVIDIA's configs name the backbone MM_mamba_vision and use its keywords (the adapter)
@@ -36,12 +37,13 @@ def downstream_model_registries():
 
 
 def register_all_modules():
-    """Register the backbone (and its NVIDIA-keyword alias), the CPU optimizer and DDP wrappers
-    and mmmv's hooks. Idempotent."""
+    """Register the backbone (and its NVIDIA-keyword alias), the CPU optimizer and DDP wrappers,
+    the float32 evaluator of ``--amp`` testing and mmmv's hooks. Idempotent."""
     for registry in downstream_model_registries():
         for name, module in BACKBONES.items():
             registry.register_module(name=name, module=module, force=True)
     OPTIM_WRAPPERS.register_module(module=CPUAutocastOptimWrapper, force=True)
     MODEL_WRAPPERS.register_module(module=CPUDistributedDataParallel, force=True)
+    EVALUATOR.register_module(module=Float32Evaluator, force=True)
     for hook in HOOK_CLASSES:
         HOOKS.register_module(module=hook, force=True)

@@ -156,3 +156,34 @@ def test_inference_tools_take_amp_force():
     training = add_amp_argument(argparse.ArgumentParser(), 'training')
     with pytest.raises(SystemExit):
         training.parse_args(['--amp-force'])
+
+
+def test_amp_testing_hands_metrics_float32_predictions():
+    """Under bf16 autocast a detector's boxes and scores are bfloat16, which numpy (mmdet's
+    CocoMetric) cannot read: --amp testing wraps the metrics in Float32Evaluator."""
+    from mmdet.structures import DetDataSample
+    from mmengine.config import Config
+    from mmengine.structures import InstanceData
+
+    from mmmv.engine import Float32Evaluator, enable_test_amp
+    cfg = Config(dict(test_cfg=dict(type='TestLoop'), test_evaluator=dict(type='CocoMetric')))
+    cfg = enable_test_amp(cfg, force=True)
+    assert cfg.test_evaluator == dict(type='Float32Evaluator', metrics=dict(type='CocoMetric'))
+
+    seen = []
+
+    class Record:
+        dataset_meta = None
+
+        def process(self, data_batch, data_samples):
+            seen.extend(data_samples)
+
+    sample = DetDataSample(metainfo=dict(img_id=3))
+    boxes = torch.tensor([[1.5, 2.25, 10.0, 12.75]])
+    sample.pred_instances = InstanceData(bboxes=boxes.bfloat16(), scores=torch.tensor([0.5]).half(),
+                                         labels=torch.tensor([2]))
+    Float32Evaluator(Record()).process([sample])
+    pred = seen[0]['pred_instances']
+    assert pred['bboxes'].dtype == torch.float32 and torch.equal(pred['bboxes'], boxes)
+    assert pred['scores'].dtype == torch.float32 and pred['labels'].dtype == torch.int64
+    assert pred['bboxes'].numpy().shape == (1, 4)

@@ -13,7 +13,8 @@
 - :mod:`.evaluation`: what ``tools/test.py``'s flags change in a config.
 - :mod:`.mmengine_internals`: every private mmengine method or attribute mmmv relies on.
 """
-from .amp import CPUAutocastOptimWrapper, enable_amp, enable_test_amp, inference_autocast
+from .amp import (CPUAutocastOptimWrapper, Float32Evaluator, enable_amp, enable_test_amp,
+                  inference_autocast)
 from .config import TASKS, add_reliability_hooks, load_config, task_of
 from .device import CPUDistributedDataParallel, adapt_to_device
 from .distributed import export_local_rank, init_cpu_distributed, release_distributed
@@ -26,10 +27,11 @@ from .resume import find_resume_checkpoint
 from .runner import build_runner
 
 __all__ = [
-    'CPUAutocastOptimWrapper', 'enable_amp', 'enable_test_amp', 'inference_autocast', 'TASKS',
-    'add_reliability_hooks', 'load_config', 'task_of', 'CPUDistributedDataParallel',
-    'adapt_to_device', 'export_local_rank', 'init_cpu_distributed', 'release_distributed',
-    'enable_fused_inference', 'enable_result_dump', 'enable_tta', 'enable_visualization', 'CheckpointFitHook',
-    'CrashSafeCheckpointHook', 'FiniteLossHook', 'FuseConvBNHook', 'RNGStateHook', 'get_rng_state',
-    'set_rng_state', 'mmcv_ops_in_float32', 'find_resume_checkpoint', 'build_runner'
+    'CPUAutocastOptimWrapper', 'Float32Evaluator', 'enable_amp', 'enable_test_amp',
+    'inference_autocast', 'TASKS', 'add_reliability_hooks', 'load_config', 'task_of',
+    'CPUDistributedDataParallel', 'adapt_to_device', 'export_local_rank', 'init_cpu_distributed',
+    'release_distributed', 'enable_fused_inference', 'enable_result_dump', 'enable_tta',
+    'enable_visualization', 'CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook',
+    'FuseConvBNHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state', 'mmcv_ops_in_float32',
+    'find_resume_checkpoint', 'build_runner'
 ]

@@ -9,7 +9,9 @@ from contextlib import contextmanager
 
 import torch
 from mmengine.config import Config
+from mmengine.evaluator import Evaluator
 from mmengine.optim import OptimWrapper
+from mmengine.structures import BaseDataElement
 
 from .device import adapt_to_device
 
@@ -53,11 +55,37 @@ def inference_autocast(device, enabled=True, force=False):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def to_float32(element):
+    """Cast the half-precision float tensors of a data sample (nested elements included) to
+    float32 in place; integer tensors (labels, masks) stay as they are. Returns ``element``."""
+    for key in element.keys():  # data fields (predictions), not metainfo
+        value = element.get(key)
+        if isinstance(value, BaseDataElement):
+            to_float32(value)
+        elif isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            setattr(element, key, value.float())
+    return element
+
+
+class Float32Evaluator(Evaluator):
+    """mmengine's Evaluator that hands its metrics predictions in float32: under bfloat16
+    autocast a detector's boxes and scores come out in bfloat16, which numpy (and so mmdet's
+    CocoMetric) cannot read."""
+
+    def process(self, data_samples, data_batch=None):
+        samples = [to_float32(s) for s in data_samples if isinstance(s, BaseDataElement)]
+        super().process(samples or data_samples, data_batch)
+
+
 def enable_test_amp(cfg: Config, force=False) -> Config:
     """``tools/test.py --amp``: mmengine's test loop runs under its autocast (``test_cfg.fp16``):
-    bfloat16 on a CPU, float16 on CUDA. On a CPU without native bfloat16 it warns and stays
-    float32 unless ``force`` (:func:`mmmv.env.amp_allowed`)."""
+    bfloat16 on a CPU, float16 on CUDA, and the metrics read float32 predictions
+    (:class:`Float32Evaluator`). On a CPU without native bfloat16 it warns and stays float32
+    unless ``force`` (:func:`mmmv.env.amp_allowed`)."""
     from ..env import amp_allowed
     if amp_allowed('cuda' if torch.cuda.is_available() else 'cpu', force):
         cfg.test_cfg = dict(cfg.get('test_cfg') or dict(type='TestLoop'), fp16=True)
+        metrics = cfg.get('test_evaluator')
+        if metrics is not None and not (isinstance(metrics, dict) and 'metrics' in metrics):
+            cfg.test_evaluator = dict(type='Float32Evaluator', metrics=metrics)
     return cfg

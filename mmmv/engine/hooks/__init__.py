@@ -19,5 +19,5 @@ from .finite_loss_hook import FiniteLossHook
 from .fuse_conv_bn_hook import FuseConvBNHook
 from .rng_state_hook import RNGStateHook, get_rng_state, set_rng_state
 
-__all__ = ['CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook', 'FuseConvBNHook', 'RNGStateHook',
-           'get_rng_state', 'set_rng_state']
+__all__ = ['CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook', 'FuseConvBNHook',
+           'RNGStateHook', 'get_rng_state', 'set_rng_state']
