@@ -58,13 +58,20 @@ def _same_weights(model, checkpoint):
     return saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
 
 
+def _init_exactly(init, config, checkpoint_and_meta):
+    """``init(config, checkpoint)`` (mmdet's init_detector / mmseg's init_model), checked to hold
+    the checkpoint's weights and classes."""
+    checkpoint, meta = checkpoint_and_meta
+    model = init(config, checkpoint, device='cpu')
+    assert _same_weights(model, checkpoint)
+    assert list(model.dataset_meta['classes']) == list(meta['classes'])
+    return model
+
+
 @pytest.mark.slow  # Cascade Mask R-CNN built twice: 10-25 s
 def test_init_detector_and_inference_detector(det_checkpoint, image):
     from mmdet.apis import inference_detector, init_detector
-    checkpoint, meta = det_checkpoint
-    model = init_detector(DET, checkpoint, device='cpu')
-    assert _same_weights(model, checkpoint)
-    assert list(model.dataset_meta['classes']) == list(meta['classes'])
+    model = _init_exactly(init_detector, DET, det_checkpoint)
     rgb, path = image
     for result in (inference_detector(model, path), inference_detector(model, rgb[..., ::-1])):
         pred = result.pred_instances
@@ -93,10 +100,7 @@ def test_det_inferencer_agrees_with_inference_detector(det_checkpoint, image):
 
 def test_init_model_and_inference_model(seg_checkpoint, image):
     from mmseg.apis import inference_model, init_model
-    checkpoint, meta = seg_checkpoint
-    model = init_model(SEG, checkpoint, device='cpu')
-    assert _same_weights(model, checkpoint)
-    assert list(model.dataset_meta['classes']) == list(meta['classes'])
+    model = _init_exactly(init_model, SEG, seg_checkpoint)
     rgb, path = image
     for source in (path, rgb[..., ::-1].copy()):
         pred = inference_model(model, source).pred_sem_seg.data
