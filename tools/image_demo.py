@@ -35,14 +35,19 @@ def parse_args(argv=None):
 
 def dataset_meta(checkpoint, default):
     """Class names and palette as training stored them in the checkpoint (mmdet 3 / mmseg 1:
-    ``meta.dataset_meta``; older: ``meta.CLASSES`` / ``PALETTE``), else ``default``."""
+    ``meta.dataset_meta``; older: ``meta.CLASSES`` / ``PALETTE``), else ``default``. Palette
+    colours become tuples: mmengine's visualizer reads a list as a list of colours."""
     meta = checkpoint.get('meta') or {}
     if 'dataset_meta' in meta:
-        return {key.lower(): value for key, value in meta['dataset_meta'].items()}
-    if 'CLASSES' in meta:
-        return {'classes': meta['CLASSES'],
-                **({'palette': meta['PALETTE']} if 'PALETTE' in meta else {})}
-    return default
+        found = {key.lower(): value for key, value in meta['dataset_meta'].items()}
+    elif 'CLASSES' in meta:
+        found = {'classes': meta['CLASSES'],
+                 **({'palette': meta['PALETTE']} if 'PALETTE' in meta else {})}
+    else:
+        return default
+    if found.get('palette') is not None:
+        found['palette'] = [tuple(colour) for colour in found['palette']]
+    return found
 
 
 def init_model(cfg, checkpoint, device):
