@@ -183,28 +183,21 @@ model = dict(backbone=dict(arch='small'), neck=dict(in_channels=[96, 192, 384, 7
 # (object_detection/configs/mamba_vision, semantic_segmentation/configs/mamba_vision) for the
 # Cascade Mask R-CNN / UperNet rows; mmdet's mask-rcnn_swin-t-p4-w7_fpn_{1x,ms-crop-3x}_coco.py and
 # retinanet_swin-t-p4-w7_fpn_1x_coco.py for the comparison recipes.
+DET, SEG_T, SEG_S = (8, 8, 112, 56), (8, 8, 64, 32), (8, 8, 160, 56)  # published windows
+AMP, FP32 = 'AmpOptimWrapper', 'OptimWrapper'
+# config: (arch, windows, optimizer wrapper, lr, weight decay, epochs or iterations)
 RECIPES = {
-    'det/cascade_mambavision_t_coco.py': ('tiny', (8, 8, 112, 56), 'AmpOptimWrapper', 1e-4, 0.05,
-                                          36),
-    'det/cascade_mambavision_s_coco.py': ('small', (8, 8, 112, 56), 'AmpOptimWrapper', 1e-4, 0.05,
-                                          36),
-    'det/cascade_mambavision_b_coco.py': ('base', (8, 8, 112, 56), 'AmpOptimWrapper', 1e-4, 0.05,
-                                          36),
-    'det/mask_rcnn_mambavision_t_coco_1x.py': ('tiny', (8, 8, 112, 56), 'OptimWrapper', 1e-4, 0.05,
-                                               12),
-    'det/mask_rcnn_mambavision_b_coco_3x.py': ('base', (8, 8, 112, 56), 'OptimWrapper', 1e-4, 0.05,
-                                               36),
-    'det/retinanet_mambavision_t_coco_1x.py': ('tiny', (8, 8, 112, 56), 'OptimWrapper', 0.01, 1e-4,
-                                               12),
-    'seg/upernet_mambavision_t_ade20k.py': ('tiny', (8, 8, 64, 32), 'AmpOptimWrapper', 5e-5, 0.01,
-                                            160000),
-    'seg/upernet_mambavision_s_ade20k.py': ('small', (8, 8, 160, 56), 'AmpOptimWrapper', 6e-5, 0.01,
-                                            160000),
-    'seg/upernet_mambavision_b_ade20k.py': ('base', (8, 8, 64, 32), 'AmpOptimWrapper', 5e-5, 0.01,
-                                            160000),
+    'det/cascade_mambavision_t_coco.py': ('tiny', DET, AMP, 1e-4, 0.05, 36),
+    'det/cascade_mambavision_s_coco.py': ('small', DET, AMP, 1e-4, 0.05, 36),
+    'det/cascade_mambavision_b_coco.py': ('base', DET, AMP, 1e-4, 0.05, 36),
+    'det/mask_rcnn_mambavision_t_coco_1x.py': ('tiny', DET, FP32, 1e-4, 0.05, 12),
+    'det/mask_rcnn_mambavision_b_coco_3x.py': ('base', DET, FP32, 1e-4, 0.05, 36),
+    'det/retinanet_mambavision_t_coco_1x.py': ('tiny', DET, FP32, 0.01, 1e-4, 12),
+    'seg/upernet_mambavision_t_ade20k.py': ('tiny', SEG_T, AMP, 5e-5, 0.01, 160000),
+    'seg/upernet_mambavision_s_ade20k.py': ('small', SEG_S, AMP, 6e-5, 0.01, 160000),
+    'seg/upernet_mambavision_b_ade20k.py': ('base', SEG_T, AMP, 5e-5, 0.01, 160000),
     # NVIDIA turned mixed precision off for L3 (unstable)
-    'seg/upernet_mambavision_l3_ade20k_640.py': ('large3', (8, 8, 64, 32), 'OptimWrapper', 8e-5,
-                                                 0.05, 160000),
+    'seg/upernet_mambavision_l3_ade20k_640.py': ('large3', SEG_T, FP32, 8e-5, 0.05, 160000),
 }
 
 
