@@ -1,6 +1,6 @@
 """mmmv: MambaVision backbones for OpenMMLab (mmdet 3.x, mmsegmentation 1.x).
 
-The CPU kernels (selective scan, attention) are small C++ extensions built with PyTorch's own
+The CPU kernels (selective scan, attention, RoIAlign) are small C++ extensions built with PyTorch's own
 tooling; they need torch at build time (`pip install --no-build-isolation -e .`, as `make install`
 does). Without a compiler or torch at build time the package still installs and uses its
 pure-PyTorch scan and PyTorch's attention.
@@ -12,7 +12,8 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join('mmmv', 'ops', 'csrc')
 EXTENSIONS = {'mmmv.ops._scan_cpu': 'selective_scan_cpu.cpp',
-              'mmmv.ops._attention_cpu': 'attention_cpu.cpp'}
+              'mmmv.ops._attention_cpu': 'attention_cpu.cpp',
+              'mmmv.ops._roi_align_cpu': 'roi_align_cpu.cpp'}
 
 
 def read_requirements(name):

@@ -9,7 +9,8 @@ process-wide settings, here and nowhere else, each through a named function:
 2. :func:`mmmv.checkpoint.install_checkpoint_io`: mmengine's checkpoint loaders go through mmmv's
    allow-listed ``torch.load`` and its local file writes become atomic.
 3. :func:`mmmv.engine.mmcv_ops_in_float32`: mmcv's NMS / RoIAlign / RoIPool take float32 inputs
-   under CPU autocast (nothing changes without it).
+   under CPU autocast, and mmcv's RoIAlign module runs mmmv's multi-threaded kernel in CPU
+   inference (the same numbers).
 """
 from .checkpoint import install_checkpoint_io
 from .engine import mmcv_ops_in_float32

@@ -11,15 +11,15 @@ import importlib
 from mmengine.registry import EVALUATOR, HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 
 from .engine import (CheckpointFitHook, CPUAutocastOptimWrapper, CPUDistributedDataParallel,
-                     CrashSafeCheckpointHook, FiniteLossHook, Float32Evaluator, FuseConvBNHook,
-                     RNGStateHook)
+                     CrashSafeCheckpointHook, FiniteLossHook, Float32Evaluator,
+                     PrepareInferenceHook, RNGStateHook)
 from .models import MambaVision, MM_mamba_vision
 
 # NVIDIA's configs name the backbone MM_mamba_vision and use its keywords (the adapter)
 BACKBONES = {'MambaVision': MambaVision, 'MM_mamba_vision': MM_mamba_vision}
 DOWNSTREAM_REGISTRIES = ('mmdet.registry', 'mmseg.registry')
 HOOK_CLASSES = (FiniteLossHook, RNGStateHook, CheckpointFitHook, CrashSafeCheckpointHook,
-                FuseConvBNHook)
+                PrepareInferenceHook)
 
 
 def downstream_model_registries():

@@ -51,11 +51,19 @@ def test_detector_compares_float32_with_bf16(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
     assert text.count('latency ms: ') == 2 and '[float32]' in text and '[bfloat16]' in text
-    assert re.search(r'bfloat16 vs float32: [\d.]+x', text)
+    assert re.search(r'bfloat16 vs float32: [\d.]+x \(median latencies\); per interleaved round: '
+                     r'median [\d.]+x, min [\d.]+x, max [\d.]+x', text)
     bf16 = text[text.index('[bfloat16]'):]
-    # the scan stays float32 under autocast; attention runs in bf16
+    # the scan stays float32 under autocast; attention and mmmv's RoIAlign read bf16
     assert re.search(r'selective_scan \w+ float32', bf16)
     assert re.search(r'attention \w+ bfloat16', bf16)
+    assert re.search(r'roi_align cpp bfloat16', bf16)
+
+
+def test_speedup_line_reports_the_ratio_of_medians_and_of_each_round():
+    line = load_tool().speedup_line([4.0, 3.0, 6.0], [1.5, 2.5, 2.0])
+    assert line == ('bfloat16 vs float32: 2.00x (median latencies); per interleaved round: '
+                    'median 2.67x, min 1.20x, max 3.00x')
 
 
 @pytest.mark.parametrize('args, message', [

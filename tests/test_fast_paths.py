@@ -209,16 +209,16 @@ def test_fuse_conv_bn_folds_every_batchnorm_once():
     model.eval()  # still allowed
 
 
-def test_fuse_conv_bn_hook_folds_the_backbone_inside_a_model_before_testing():
-    """tools/test.py adds FuseConvBNHook: before the test loop it folds the backbone wherever it
-    sits in the model (here inside a wrapper, as a detector holds it), in eval mode."""
+def test_prepare_inference_hook_folds_the_backbone_inside_a_model_before_testing():
+    """tools/test.py adds PrepareInferenceHook: before the test loop it folds the backbone
+    wherever it sits in the model (here inside a wrapper, as a detector holds it), in eval mode."""
     from types import SimpleNamespace
 
-    from mmmv.engine import FuseConvBNHook, enable_fused_inference
+    from mmmv.engine import PrepareInferenceHook, enable_inference_preparation
     from mmengine.config import Config
     model, reference = build_pair((8, 8, 4, 2))
     wrapper = torch.nn.Sequential(model).train()
-    FuseConvBNHook().before_test_epoch(SimpleNamespace(model=wrapper))
+    PrepareInferenceHook().before_test_epoch(SimpleNamespace(model=wrapper))
     assert not wrapper.training and not any(
         isinstance(m, torch.nn.BatchNorm2d) for m in wrapper.modules())
     x = torch.randn(1, 3, 64, 64)
@@ -226,5 +226,5 @@ def test_fuse_conv_bn_hook_folds_the_backbone_inside_a_model_before_testing():
         for a, b in zip(model(x), published(reference, x)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     cfg = Config(dict(custom_hooks=[dict(type='EMAHook')]))
-    enable_fused_inference(cfg)
-    assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'FuseConvBNHook']
+    enable_inference_preparation(cfg)
+    assert [h['type'] for h in cfg.custom_hooks] == ['EMAHook', 'PrepareInferenceHook']

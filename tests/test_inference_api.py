@@ -117,3 +117,25 @@ def test_mmseg_inferencer(seg_checkpoint, image, tmp_path):
     assert out['predictions'].shape == (96, 96)
     assert (out['predictions'] == SQUARE).all()
     assert (tmp_path / 'vis').is_dir() and list((tmp_path / 'vis').iterdir())
+
+
+def test_prepare_for_inference_keeps_the_segmentors_numbers(image):
+    """prepare_for_inference (what tools/test.py, benchmark.py and image_demo.py do once) folds
+    BatchNorm and makes the class logits channels-last: the logits and the prediction stay."""
+    import copy
+
+    from mmseg.apis import inference_model, init_model
+
+    from mmmv.engine import prepare_for_inference
+    torch.manual_seed(0)
+    model = init_model(SEG, None, device='cpu')  # random weights: every pixel's logits differ
+    _, path = image
+    before = inference_model(model, path)
+    after = inference_model(prepare_for_inference(copy.deepcopy(model)), path)
+    logits = after.seg_logits.data
+    assert logits.stride(0) == 1 and before.seg_logits.data.stride(0) != 1  # classes innermost
+    torch.testing.assert_close(logits, before.seg_logits.data, rtol=1e-5, atol=1e-5)
+    top2 = logits.topk(2, dim=0).values
+    clear = (top2[0] - top2[1]) > 1e-4  # pixels whose winner no rounding can change
+    assert clear.float().mean() > 0.9
+    assert torch.equal(after.pred_sem_seg.data[0][clear], before.pred_sem_seg.data[0][clear])

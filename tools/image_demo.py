@@ -11,11 +11,10 @@ import warnings
 import torch
 
 from mmmv.cli import add_amp_argument, add_unsafe_load_argument, apply_unsafe_load
-from mmmv.engine import inference_autocast, load_config, task_of
+from mmmv.engine import inference_autocast, load_config, prepare_for_inference, task_of
 from mmmv.checkpoint import load_checkpoint_exact
 from mmmv.errors import check_output_file, cli_main
 from mmmv.input_checks import read_image_file
-from mmmv.models import fuse_conv_bn
 
 
 def parse_args(argv=None):
@@ -54,7 +53,7 @@ def init_model(cfg, checkpoint, device):
     """mmdet's ``init_detector`` / mmseg's ``init_model`` (the model in eval mode on ``device``,
     with ``cfg`` and ``dataset_meta``), loading ``checkpoint`` exactly
     (:func:`mmmv.checkpoint.load_checkpoint_exact`) where those load it non-strictly, with
-    MambaVision's BatchNorm folded into its convs."""
+    prepared for inference (:func:`mmmv.engine.prepare_for_inference`)."""
     if task_of(cfg) == 'mmdet':
         from mmdet.apis import init_detector as init
     else:
@@ -64,7 +63,7 @@ def init_model(cfg, checkpoint, device):
         model = init(cfg, None, device=device)
     loaded = load_checkpoint_exact(model, checkpoint, map_location='cpu')
     model.dataset_meta = dataset_meta(loaded, getattr(model, 'dataset_meta', None))
-    return fuse_conv_bn(model)
+    return prepare_for_inference(model)
 
 
 def main(argv=None):

@@ -17,7 +17,7 @@ from mmengine.dist import get_rank
 
 from mmmv.checkpoint import load_checkpoint
 from mmmv.cli import add_amp_argument, add_runner_arguments, parse_runner_arguments
-from mmmv.engine import (build_runner, enable_fused_inference, enable_result_dump,
+from mmmv.engine import (build_runner, enable_inference_preparation, enable_result_dump,
                          enable_test_amp, enable_tta, enable_visualization, load_config,
                          release_distributed)
 from mmmv.errors import cli_main
@@ -57,7 +57,7 @@ def main(argv=None):
     load_checkpoint(args.checkpoint)  # a bad one is named before the runner makes the work dir
     check_dataset_paths(cfg, ['test_dataloader'], ['test_evaluator'])
     cfg.load_from = args.checkpoint
-    enable_fused_inference(cfg)
+    enable_inference_preparation(cfg)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.tta:

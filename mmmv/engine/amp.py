@@ -48,8 +48,8 @@ def inference_autocast(device, enabled=True, force=False):
     """The inference ``--amp`` flag: a ``torch.autocast`` context in bfloat16 for ``device`` (a
     ``torch.device`` or a name such as 'cuda:0'); a no-op context when ``enabled`` is False.
     On a CPU without native bfloat16 it warns and stays float32 unless ``force``
-    (``--amp-force``; :func:`mmmv.env.amp_allowed`). mmcv's NMS / RoIAlign / RoIPool take
-    float32 inside it (``import mmmv`` arranges that)."""
+    (``--amp-force``; :func:`mmmv.env.amp_allowed`). mmcv's NMS / RoIPool take float32 inside
+    it, and RoIAlign reads bfloat16 in mmmv's kernel (``import mmmv`` arranges both)."""
     from ..env import amp_allowed
     enabled = enabled and amp_allowed(device, force)
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)

@@ -5,10 +5,11 @@ from ..errors import ConfigError
 from .config import task_of
 
 
-def enable_fused_inference(cfg: Config):
-    """What ``tools/test.py`` always does: MambaVision's BatchNorm folded into its convs once,
-    before the test loop (:class:`~mmmv.engine.hooks.FuseConvBNHook`)."""
-    cfg.custom_hooks = [*cfg.get('custom_hooks', []), ConfigDict(type='FuseConvBNHook')]
+def enable_inference_preparation(cfg: Config):
+    """What ``tools/test.py`` always does: the model prepared for inference once, before the
+    test loop (:class:`~mmmv.engine.hooks.PrepareInferenceHook`: MambaVision's BatchNorm folded
+    into its convs, segmentation logits channels-last)."""
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), ConfigDict(type='PrepareInferenceHook')]
 
 
 def enable_visualization(cfg: Config, show_dir=None, show=False, wait_time=2.0):

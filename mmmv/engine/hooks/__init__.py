@@ -7,8 +7,8 @@ them to every config the tools load:
 - :class:`RNGStateHook`: saves the python / numpy / torch (CPU and CUDA) random states in every
   checkpoint and restores them on resume; validation does not consume them.
 - :class:`CheckpointFitHook`: a checkpoint loaded to test or to resume must fit the model.
-- :class:`FuseConvBNHook` (``tools/test.py``): folds MambaVision's BatchNorm layers into the convs
-  before testing.
+- :class:`PrepareInferenceHook` (``tools/test.py``): prepares the model for inference before
+  testing (MambaVision's BatchNorm folded into the convs, segmentation logits channels-last).
 - :class:`CrashSafeCheckpointHook` (replaces mmengine's ``CheckpointHook``): removes outdated
   checkpoints only after the new one and ``last_checkpoint`` are written, and writes
   ``last_checkpoint`` atomically, so a run killed at any moment leaves a resumable work dir.
@@ -16,8 +16,8 @@ them to every config the tools load:
 from .checkpoint_fit_hook import CheckpointFitHook
 from .checkpoint_hook import CrashSafeCheckpointHook
 from .finite_loss_hook import FiniteLossHook
-from .fuse_conv_bn_hook import FuseConvBNHook
+from .prepare_inference_hook import PrepareInferenceHook
 from .rng_state_hook import RNGStateHook, get_rng_state, set_rng_state
 
-__all__ = ['CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook', 'FuseConvBNHook',
-           'RNGStateHook', 'get_rng_state', 'set_rng_state']
+__all__ = ['CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook',
+           'PrepareInferenceHook', 'RNGStateHook', 'get_rng_state', 'set_rng_state']
