@@ -101,7 +101,8 @@ def backends():
     """{device: {op: backend name or 'unavailable: why'}}: what runs in inference.
 
     cpu is asked with real tensors; cuda with stand-ins (so that it is known without a GPU).
-    Attention is asked for MambaVision-T's 40-channel heads, in float32 and in bfloat16.
+    Attention is asked for MambaVision-T's 40-channel heads, in float32 and in bfloat16; RoIAlign
+    for what mmcv's module runs (mmmv's CPU kernel where built).
     MMMV_SCAN_BACKEND / MMMV_ATTENTION_BACKEND are obeyed as in a run.
     """
     from mmmv.ops import attention_backend, scan_backend
@@ -116,8 +117,19 @@ def backends():
             q = torch.zeros(1, 1, 1, 40, dtype=dtype) if device == 'cpu' else _probe(device, dtype)
             with torch.no_grad():
                 ops[f'attention {str(dtype)[6:]}'] = _ask(attention_backend, q, q, q)
+        ops['roi_align'] = _roi_align_backend(device)
         result[device] = ops
     return result
+
+
+def _roi_align_backend(device):
+    """What mmcv's RoIAlign module runs in inference: 'cpp' (mmmv's CPU kernel), or 'mmcv'."""
+    if device != 'cpu':
+        return 'mmcv'
+    from mmmv.ops.roi_align import cpu_roi_align_unavailable_reason
+    reason = cpu_roi_align_unavailable_reason(torch.zeros(1, 1, 1, 1), torch.zeros(0, 5))
+    return 'cpp' if reason is None else f'mmcv ({reason})'
+
 
 
 def mamba_ssm_importable():

@@ -86,3 +86,45 @@ def test_init_cfg_is_removed_everywhere():
     assert cleaned == dict(backbone=dict(type='MambaVision'),
                            roi_head=dict(bbox_head=[dict(), dict(a=1)]))
     assert 'init_cfg' in model.backbone  # the config itself is left alone
+
+
+@pytest.mark.parametrize('config', [DET, SEG])
+def test_weights_stored_in_bf16_give_autocasts_outputs(config):
+    """--amp inference (benchmark.py, test.py) stores the weights autocast casts in bfloat16 once:
+    under bf16 autocast the model's outputs stay bit for bit those of the float32-weight model."""
+    import copy
+
+    import torch
+
+    from mmmv.engine import cast_autocast_weights, inference_autocast, load_config, task_of
+    tool = load_tool()
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = tool.build_model(cfg, None, torch.device('cpu'))
+    cast = cast_autocast_weights(copy.deepcopy(model), torch.bfloat16)
+    layers = [m for m in cast.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(m.weight.dtype == torch.bfloat16 for m in layers)
+    assert all(m.bias is None or m.bias.dtype == torch.float32 for m in layers)
+    data = tool.random_batch(task_of(cfg), (64, 96), 1)
+    with torch.no_grad(), inference_autocast('cpu', force=True):
+        want, got = model.test_step(data)[0], cast.test_step(data)[0]
+    if task_of(cfg) == 'mmseg':
+        assert torch.equal(got.seg_logits.data, want.seg_logits.data)
+    else:
+        assert len(want.pred_instances) > 0
+        for key in ('bboxes', 'scores', 'labels', 'masks'):
+            assert torch.equal(got.pred_instances[key], want.pred_instances[key]), key
+
+
+def test_prepare_inference_hook_stores_bf16_weights_only_for_cpu_amp_testing():
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmmv.engine import PrepareInferenceHook
+    for fp16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2))
+        runner = SimpleNamespace(model=model, test_loop=SimpleNamespace(fp16=fp16))
+        PrepareInferenceHook().before_test_epoch(runner)
+        assert [m.weight.dtype for m in model] == [dtype, dtype]
+        assert not model.training

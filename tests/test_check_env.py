@@ -73,6 +73,8 @@ def test_collect_sees_the_unsafe_load_variable(monkeypatch):
         info['versions']['torch'] == torch.__version__
     assert set(info['backends']) == {'cpu', 'cuda'}
     assert info['backends']['cuda']['attention float32'] == 'sdpa'  # the C++ kernel is CPU-only
+    assert info['backends']['cuda']['roi_align'] == 'mmcv'
+    assert info['backends']['cpu']['roi_align'] == 'cpp'  # the extension is built by make install
 
 
 def test_backends_follow_the_dispatch(monkeypatch):
@@ -80,7 +82,7 @@ def test_backends_follow_the_dispatch(monkeypatch):
     monkeypatch.setenv('MMMV_ATTENTION_BACKEND', 'sdpa')
     ops = env.backends()
     assert ops['cpu'] == {'scan': 'torch', 'attention float32': 'sdpa',
-                          'attention bfloat16': 'sdpa'}
+                          'attention bfloat16': 'sdpa', 'roi_align': 'cpp'}
     monkeypatch.setenv('MMMV_SCAN_BACKEND', 'mamba_ssm')
     assert env.backends()['cpu']['scan'].startswith('unavailable: ')
 

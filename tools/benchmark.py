@@ -20,7 +20,9 @@ separately so that freed memory leaves the resident set) and records which selec
 attention backends ran, at their dispatch (:func:`mmmv.ops.backends.record_backends`).
 """
 import argparse
+import copy
 import ctypes
+import functools
 import os
 import re
 import statistics
@@ -30,7 +32,8 @@ from contextlib import nullcontext
 import torch
 
 from mmmv.cli import add_amp_argument, add_shape_argument, check_shape
-from mmmv.engine import inference_autocast, load_config, prepare_for_inference, task_of
+from mmmv.engine import (cast_autocast_weights, inference_autocast, load_config,
+                         prepare_for_inference, task_of)
 from mmmv.env import amp_allowed, require_mmcv_cuda_ops
 from mmmv.errors import UserError, cli_main
 from mmmv.ops.backends import record_backends
@@ -183,19 +186,26 @@ def format_backends(counter):
 
 
 def precision_steps(model, data, args, device):
-    """{'float32' / 'bfloat16': step} for the precisions asked for."""
+    """{'float32' / 'bfloat16': step} for the precisions asked for. bfloat16 runs the model with
+    its autocast weights stored in bfloat16 (:func:`mmmv.engine.cast_autocast_weights`, as
+    ``tools/test.py --amp`` runs it): a copy when float32 runs too."""
     use_amp = args.compare_amp or args.amp
     amp = use_amp and amp_allowed(device, args.amp_force)
-    names = (['float32'] if args.compare_amp or not amp else []) + (['bfloat16'] if amp else [])
     steps = {}
-    for name in names:
-        autocast = inference_autocast(device, force=True) if name == 'bfloat16' else nullcontext()
-
-        def step(autocast=autocast):
-            with torch.no_grad(), autocast:
-                model.test_step(data)
-        steps[name] = step
+    if args.compare_amp or not amp:
+        steps['float32'] = functools.partial(run_step, model, data, nullcontext())
+    if amp:
+        bf16_model = copy.deepcopy(model) if 'float32' in steps else model
+        cast_autocast_weights(bf16_model, torch.bfloat16)
+        steps['bfloat16'] = functools.partial(run_step, bf16_model, data,
+                                              inference_autocast(device, force=True))
     return steps
+
+
+def run_step(model, data, autocast):
+    """One test-loop iteration: ``model.test_step(data)`` without autograd, in ``autocast``."""
+    with torch.no_grad(), autocast:
+        model.test_step(data)
 
 
 def report(name, seconds, batch, peak, backends):

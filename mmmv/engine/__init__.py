@@ -24,7 +24,7 @@ from .evaluation import (enable_inference_preparation, enable_result_dump, enabl
                          enable_visualization)
 from .hooks import (CheckpointFitHook, CrashSafeCheckpointHook, FiniteLossHook,
                     PrepareInferenceHook, RNGStateHook, get_rng_state, set_rng_state)
-from .inference import channels_last_logits, prepare_for_inference
+from .inference import cast_autocast_weights, channels_last_logits, prepare_for_inference
 from .mmcv_ops import mmcv_ops_in_float32
 from .resume import find_resume_checkpoint
 from .runner import build_runner
@@ -35,6 +35,6 @@ __all__ = [
     'CPUDistributedDataParallel', 'adapt_to_device', 'export_local_rank', 'init_cpu_distributed',
     'release_distributed', 'enable_inference_preparation', 'enable_result_dump', 'enable_tta',
     'enable_visualization', 'CheckpointFitHook', 'CrashSafeCheckpointHook', 'FiniteLossHook',
-    'PrepareInferenceHook', 'channels_last_logits', 'prepare_for_inference', 'RNGStateHook', 'get_rng_state', 'set_rng_state', 'mmcv_ops_in_float32',
+    'PrepareInferenceHook', 'cast_autocast_weights', 'channels_last_logits', 'prepare_for_inference', 'RNGStateHook', 'get_rng_state', 'set_rng_state', 'mmcv_ops_in_float32',
     'find_resume_checkpoint', 'build_runner'
 ]
