@@ -218,7 +218,8 @@ def test_prepare_inference_hook_folds_the_backbone_inside_a_model_before_testing
     from mmengine.config import Config
     model, reference = build_pair((8, 8, 4, 2))
     wrapper = torch.nn.Sequential(model).train()
-    PrepareInferenceHook().before_test_epoch(SimpleNamespace(model=wrapper))
+    PrepareInferenceHook().before_test_epoch(
+        SimpleNamespace(model=wrapper, test_loop=SimpleNamespace(fp16=False)))
     assert not wrapper.training and not any(
         isinstance(m, torch.nn.BatchNorm2d) for m in wrapper.modules())
     x = torch.randn(1, 3, 64, 64)
